@@ -1,0 +1,2 @@
+//! Test support shared by the workspace's integration tests.
+pub mod sim;

@@ -1,0 +1,1 @@
+//! The ECS simulator as a child process (owned by the simulator work).
