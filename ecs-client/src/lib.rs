@@ -1,1 +1,27 @@
-//! Alibaba Cloud ECS OpenAPI client.
+//! Alibaba Cloud ECS OpenAPI client: the controller's only way to the cloud.
+//!
+//! - [`signing`]: ACS3-HMAC-SHA256 (default) and HMAC-SHA1 RPC signatures, pure functions.
+//! - [`credentials`]: access keys from a Secret or the environment; secrets never printed.
+//! - [`error`]: one error type for every failure, and the SPEC §3 classification.
+//! - [`EcsClient`]: typed calls with a per-(endpoint, action) adaptive rate limiter, retries
+//!   for what is safe to retry, and a `DescribeInstances` batcher.
+//!
+//! See `README.md` for the policies and their defaults.
+
+mod batch;
+mod client;
+pub mod credentials;
+pub mod error;
+mod model;
+mod ratelimit;
+mod retry;
+pub mod signing;
+mod transport;
+
+pub use client::{ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, RequestObserver};
+pub use credentials::{Credentials, CredentialsError};
+pub use error::{EcsError, ErrorClass, ErrorKind};
+pub use model::{DeleteInstance, Instance, InstanceStatus, RequestId, StopInstance, StoppedMode};
+pub use ratelimit::RateLimitConfig;
+pub use retry::RetryConfig;
+pub use signing::SigningMethod;

@@ -1,0 +1,301 @@
+//! Coalesces concurrent single-instance lookups into `DescribeInstances` calls of up to 100 IDs.
+//!
+//! The first lookup for a key opens a batch and starts its timer; lookups for the same key join
+//! it until the window closes or it holds `max_ids` distinct IDs, whichever comes first. The
+//! batch then runs in its own task (so no waiter's cancellation cancels it) and every waiter gets
+//! its own answer: the instance, `None` when absent, or a clone of the call's error.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::error::{EcsError, ErrorKind};
+use crate::model::Instance;
+
+/// Fetches one batch of (distinct) IDs.
+pub(crate) type Fetch =
+    Box<dyn FnOnce(Vec<String>) -> BoxFuture<'static, Result<Vec<Instance>, EcsError>> + Send>;
+
+type Answer = Result<Option<Instance>, EcsError>;
+
+pub(crate) struct Batcher<K> {
+    window: Duration,
+    max_ids: usize,
+    pending: Arc<Mutex<HashMap<K, Pending>>>,
+    generations: AtomicU64,
+}
+
+struct Pending {
+    /// Tells this batch from a later one under the same key, for the timer.
+    generation: u64,
+    ids: Vec<String>,
+    seen: HashSet<String>,
+    waiters: Vec<(String, oneshot::Sender<Answer>)>,
+    fetch: Fetch,
+}
+
+impl Pending {
+    async fn run(self) {
+        let result = (self.fetch)(self.ids).await;
+        match result {
+            Ok(instances) => {
+                let by_id: HashMap<&str, &Instance> = instances
+                    .iter()
+                    .map(|i| (i.instance_id.as_str(), i))
+                    .collect();
+                for (id, waiter) in self.waiters {
+                    // A waiter that gave up is no error.
+                    let _ = waiter.send(Ok(by_id.get(id.as_str()).map(|i| (*i).clone())));
+                }
+            }
+            Err(err) => {
+                for (_, waiter) in self.waiters {
+                    let _ = waiter.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
+    pub(crate) fn new(window: Duration, max_ids: usize) -> Self {
+        Self {
+            window,
+            max_ids: max_ids.max(1),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    /// Looks `id` up in the batch for `key`. `fetch` is used only if this lookup opens the batch.
+    pub(crate) async fn lookup(&self, key: K, id: &str, fetch: Fetch) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let batch = pending.entry(key.clone()).or_insert_with(|| {
+                let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(close_after(
+                    self.pending.clone(),
+                    key.clone(),
+                    generation,
+                    self.window,
+                ));
+                Pending {
+                    generation,
+                    ids: Vec::new(),
+                    seen: HashSet::new(),
+                    waiters: Vec::new(),
+                    fetch,
+                }
+            });
+            if batch.seen.insert(id.to_owned()) {
+                batch.ids.push(id.to_owned());
+            }
+            batch.waiters.push((id.to_owned(), tx));
+            if batch.ids.len() >= self.max_ids {
+                pending.remove(&key)
+            } else {
+                None
+            }
+        };
+        if let Some(batch) = full {
+            tokio::spawn(batch.run());
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(EcsError::new(
+                "DescribeInstances",
+                ErrorKind::Transport,
+                "the batched lookup was abandoned before it answered",
+            ))
+        })
+    }
+}
+
+/// The batch's timer: when the window ends, run the batch unless it already ran because it
+/// filled up (then a later batch may sit under the same key, told apart by its generation).
+async fn close_after<K: Hash + Eq>(
+    pending: Arc<Mutex<HashMap<K, Pending>>>,
+    key: K,
+    generation: u64,
+    window: Duration,
+) {
+    tokio::time::sleep(window).await;
+    let batch = {
+        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get(&key) {
+            Some(batch) if batch.generation == generation => pending.remove(&key),
+            _ => None,
+        }
+    };
+    if let Some(batch) = batch {
+        batch.run().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InstanceStatus;
+    use futures::FutureExt;
+    use tokio::time::Instant;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            instance_id: id.to_owned(),
+            region_id: "cn-hangzhou".into(),
+            zone_id: "cn-hangzhou-g".into(),
+            status: InstanceStatus::Running,
+            charge_type: "PostPaid".into(),
+            deletion_protection: false,
+            lock_reasons: vec![],
+            expired_time: None,
+        }
+    }
+
+    /// A fake `DescribeInstances` that records each batch and knows IDs ending in an even digit.
+    type Calls = Vec<(Instant, Vec<String>)>;
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Calls>>);
+
+    impl Recorder {
+        fn fetch(&self) -> Fetch {
+            let calls = self.0.clone();
+            Box::new(move |ids: Vec<String>| {
+                async move {
+                    calls.lock().unwrap().push((Instant::now(), ids.clone()));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok(ids
+                        .iter()
+                        .filter(|id| id.ends_with(['0', '2', '4', '6', '8']))
+                        .map(|id| instance(id))
+                        .collect())
+                }
+                .boxed()
+            })
+        }
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, ids)| ids.clone())
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_lookups_become_batches_of_at_most_100() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let recorder = Recorder::default();
+        let tasks: Vec<_> = (0..250)
+            .map(|n| {
+                let (b, r) = (batcher.clone(), recorder.clone());
+                tokio::spawn(async move {
+                    let id = format!("i-{n:04}");
+                    (id.clone(), b.lookup("k", &id, r.fetch()).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (id, answer) = task.await.unwrap();
+            let found = answer.unwrap();
+            if id.ends_with(['0', '2', '4', '6', '8']) {
+                assert_eq!(found.unwrap().instance_id, id);
+            } else {
+                assert_eq!(found, None, "{id}");
+            }
+        }
+        let mut sizes: Vec<usize> = recorder.batches().iter().map(Vec::len).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![50, 100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicate_ids_are_fetched_once_and_keys_are_separate() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let recorder = Recorder::default();
+        let lookups = ["a", "a", "a", "b"].map(|key| {
+            let (b, r) = (batcher.clone(), recorder.clone());
+            tokio::spawn(async move { b.lookup(key, "i-0002", r.fetch()).await })
+        });
+        for lookup in lookups {
+            assert!(lookup.await.unwrap().unwrap().is_some());
+        }
+        let batches = recorder.batches();
+        assert_eq!(batches, vec![vec!["i-0002".to_string()]; 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_closes_a_batch() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let recorder = Recorder::default();
+        let start = Instant::now();
+        let first = {
+            let (b, r) = (batcher.clone(), recorder.clone());
+            tokio::spawn(async move { b.lookup("k", "i-0001", r.fetch()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        batcher
+            .lookup("k", "i-0003", recorder.fetch())
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap();
+        let calls = recorder.0.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].0 - start, Duration::from_millis(20));
+        assert_eq!(calls[1].0 - start, Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_gets_the_error() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let failing = || -> Fetch {
+            Box::new(|_ids: Vec<String>| {
+                async {
+                    Err(EcsError::from_response(
+                        "DescribeInstances",
+                        400,
+                        br#"{"Code":"Throttling.User","RequestId":"R1"}"#,
+                    ))
+                }
+                .boxed()
+            })
+        };
+        let tasks: Vec<_> = (0..3)
+            .map(|n| {
+                let (b, f) = (batcher.clone(), failing());
+                tokio::spawn(async move { b.lookup("k", &format!("i-{n}"), f).await })
+            })
+            .collect();
+        for task in tasks {
+            let err = task.await.unwrap().unwrap_err();
+            assert_eq!(err.code(), Some("Throttling.User"));
+            assert_eq!(err.request_id(), Some("R1"));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_does_not_cancel_the_batch() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 2));
+        let recorder = Recorder::default();
+        let cancelled = {
+            let (b, r) = (batcher.clone(), recorder.clone());
+            tokio::spawn(async move { b.lookup("k", "i-0002", r.fetch()).await })
+        };
+        tokio::task::yield_now().await;
+        cancelled.abort();
+        // The second ID fills the batch (max 2), which runs at once.
+        let answer = batcher.lookup("k", "i-0004", recorder.fetch()).await;
+        assert!(answer.unwrap().is_some());
+        assert_eq!(
+            recorder.batches(),
+            vec![vec!["i-0002".to_string(), "i-0004".to_string()]]
+        );
+    }
+}
