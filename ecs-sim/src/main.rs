@@ -1,1 +1,116 @@
-fn main() {}
+//! `ecs-sim`: a local Alibaba Cloud ECS OpenAPI endpoint (RPC, V1 and V3 signatures) for tests,
+//! the local run and benchmarks. See `ecs-sim/README.md`.
+
+mod accounts;
+mod actions;
+mod admin;
+mod encoding;
+mod errors;
+mod faults;
+mod gateway;
+mod model;
+mod params;
+mod response;
+mod server;
+mod signature;
+mod state;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use accounts::Account;
+use model::InstanceSpec;
+use state::{Sim, Timing};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecs-sim",
+    version,
+    about = "Local Alibaba Cloud ECS OpenAPI simulator"
+)]
+// A later occurrence of a single-value flag wins, so wrappers can append overrides to defaults.
+#[command(args_override_self = true)]
+struct Cli {
+    /// Loopback address to listen on; port 0 picks a free port.
+    #[arg(long, env = "ECS_SIM_LISTEN", default_value = "127.0.0.1:9100")]
+    listen: SocketAddr,
+    /// An accepted account, `AK:SECRET[:STS_TOKEN]`; repeatable.
+    #[arg(long = "account", value_name = "AK:SECRET[:STS_TOKEN]", value_parser = Account::parse_flag)]
+    accounts: Vec<Account>,
+    /// JSON array of {"accessKeyId","accessKeySecret","securityToken"?}.
+    #[arg(long, env = "ECS_SIM_ACCOUNTS_FILE")]
+    accounts_file: Option<PathBuf>,
+    /// JSON array of instance specs to start with (same form as POST /_sim/instances).
+    #[arg(long, env = "ECS_SIM_SEED")]
+    seed: Option<PathBuf>,
+    /// Duration of each transitional status (Pending, Starting, Stopping), in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    transition_ms: u64,
+    /// How long a released instance stays visible to DescribeInstances, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    release_linger_ms: u64,
+    /// Largest accepted distance between a request's timestamp and the clock, in seconds.
+    #[arg(long, default_value_t = 900)]
+    max_skew_secs: u64,
+}
+
+fn load_seed(path: &PathBuf) -> Result<Vec<InstanceSpec>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read seed file {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("seed file {} is not valid: {e}", path.display()))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if !cli.listen.ip().is_loopback() {
+        return Err(format!("--listen {} is not a loopback address", cli.listen));
+    }
+    let mut accounts = cli.accounts;
+    if let Some(path) = &cli.accounts_file {
+        accounts.extend(accounts::load_file(path)?);
+    }
+    if accounts.is_empty() {
+        accounts.push(Account::default_test_account());
+    }
+    let timing = Timing {
+        transition: Duration::from_millis(cli.transition_ms),
+        release_linger: Duration::from_millis(cli.release_linger_ms),
+        max_skew: Duration::from_secs(cli.max_skew_secs),
+    };
+    let sim = Arc::new(Sim::new(timing, accounts));
+    if let Some(path) = &cli.seed {
+        admin::seed(&sim, load_seed(path)?)?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ecs-sim listening on http://{addr}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    match server::serve(listener, sim).await {}
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One thread: the simulator is meant to hold up on a single core.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ecs-sim: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
