@@ -68,7 +68,14 @@ impl EcsSim {
     pub async fn start_with_args(args: &[&str]) -> EcsSim {
         let binary = sim_binary();
         let mut child = Command::new(&binary)
-            .args(["--listen", "127.0.0.1:0", "--transition-ms", "200", "--release-linger-ms", "500"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--transition-ms",
+                "200",
+                "--release-linger-ms",
+                "500",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -87,7 +94,9 @@ impl EcsSim {
                 .to_owned(),
             Ok(Ok(_)) => {
                 let status = child.wait().await;
-                panic!("ecs-sim exited before it was ready ({status:?}); see its stderr above, args {args:?}")
+                panic!(
+                    "ecs-sim exited before it was ready ({status:?}); see its stderr above, args {args:?}"
+                )
             }
             Ok(Err(e)) => panic!("cannot read the ready line of ecs-sim: {e}"),
             Err(_) => panic!("ecs-sim did not report ready within {START_TIMEOUT:?}"),
@@ -110,7 +119,12 @@ impl EcsSim {
         &self.endpoint
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}/_sim/{path}", self.endpoint);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(body) = body {
@@ -125,26 +139,35 @@ impl EcsSim {
             .text()
             .await
             .unwrap_or_else(|e| panic!("ecs-sim admin {method} {url}: cannot read the body: {e}"));
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("ecs-sim admin {method} {url}: body is not JSON ({e}): {text}"));
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("ecs-sim admin {method} {url}: body is not JSON ({e}): {text}")
+        });
         (status, value)
     }
 
     async fn admin_ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, value) = self.admin(method.clone(), path, body).await;
-        assert_eq!(status, 200, "ecs-sim admin {method} /_sim/{path} answered {status}: {value}");
+        assert_eq!(
+            status, 200,
+            "ecs-sim admin {method} /_sim/{path} answered {status}: {value}"
+        );
         value
     }
 
     /// Adds (or replaces) instances: a JSON array of instance specs (see ecs-sim/README.md).
     pub async fn seed(&self, instances: Value) {
-        self.admin_ok(reqwest::Method::POST, "instances", Some(instances)).await;
+        self.admin_ok(reqwest::Method::POST, "instances", Some(instances))
+            .await;
     }
 
     /// Changes attributes of an instance; `status` is set at once.
     pub async fn patch_instance(&self, id: &str, attrs: Value) {
-        self.admin_ok(reqwest::Method::PATCH, &format!("instances/{id}"), Some(attrs))
-            .await;
+        self.admin_ok(
+            reqwest::Method::PATCH,
+            &format!("instances/{id}"),
+            Some(attrs),
+        )
+        .await;
     }
 
     /// The instance as the simulator holds it (spec fields plus `released`), `None` once gone.
@@ -195,7 +218,12 @@ impl EcsSim {
         self.admin_ok(reqwest::Method::DELETE, "faults", None).await;
     }
 
-    pub async fn add_account(&self, access_key_id: &str, secret: &str, security_token: Option<&str>) {
+    pub async fn add_account(
+        &self,
+        access_key_id: &str,
+        secret: &str,
+        security_token: Option<&str>,
+    ) {
         let mut account = serde_json::json!({
             "accessKeyId": access_key_id,
             "accessKeySecret": secret,
@@ -203,7 +231,8 @@ impl EcsSim {
         if let Some(token) = security_token {
             account["securityToken"] = Value::from(token);
         }
-        self.admin_ok(reqwest::Method::POST, "accounts", Some(account)).await;
+        self.admin_ok(reqwest::Method::POST, "accounts", Some(account))
+            .await;
     }
 }
 
