@@ -20,6 +20,7 @@ pub(crate) struct Endpoint {
     pub base: String,
     /// The `Host` header, signed by V3: the host plus `:port` when not the scheme's default.
     pub host: String,
+    loopback: bool,
 }
 
 impl Endpoint {
@@ -39,9 +40,10 @@ impl Endpoint {
                 "endpoint `{raw}` must not have a path, query or fragment (RPC calls go to `/`)"
             ));
         }
+        let loopback = is_loopback(host);
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback(host) => {}
+            "http" if loopback => {}
             "http" => {
                 return Err(format!(
                     "endpoint `{raw}`: plain HTTP is only allowed on loopback, use https"
@@ -56,6 +58,7 @@ impl Endpoint {
         Ok(Self {
             base: format!("{}://{host}", url.scheme()),
             host,
+            loopback,
         })
     }
 
@@ -65,6 +68,7 @@ impl Endpoint {
         Self {
             base: format!("https://{host}"),
             host,
+            loopback: false,
         }
     }
 }
@@ -122,7 +126,13 @@ impl Transport {
             .endpoint_override
             .map(Endpoint::parse_override)
             .transpose()?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // Proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) apply to the real endpoints,
+        // as operators expect; a loopback endpoint (the simulator) is never proxied.
+        if endpoint_override.as_ref().is_some_and(|e| e.loopback) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .tls_backend_preconfigured(tls_config()?)
