@@ -11,7 +11,7 @@ use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 
 use crate::actions::{self, API_VERSION, Caller};
-use crate::encoding::decode_pairs;
+use crate::encoding::{MalformedPair, decode_pairs};
 use crate::errors::EcsError;
 use crate::faults::Verdict;
 use crate::params::Params;
@@ -145,23 +145,32 @@ fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
 
 type Pairs = Vec<(String, String)>;
 
-/// Query pairs, and the form body's pairs when the body is a form.
-fn decode_params(request: &RpcRequest) -> Result<(Pairs, Pairs), EcsError> {
-    let malformed = |e: crate::encoding::MalformedPair| EcsError::invalid_parameter(&e.0);
-    let query = decode_pairs(request.query).map_err(malformed)?;
+fn malformed(pair: MalformedPair) -> EcsError {
+    EcsError::invalid_parameter(&pair.0)
+}
+
+/// The form body's pairs when the body is a form.
+fn decode_form(request: &RpcRequest) -> Result<Pairs, EcsError> {
     let body = request.body.ok_or_else(EcsError::body_too_large)?;
     let is_form = header(request.headers, CONTENT_TYPE.as_str()).is_some_and(|ct| {
         ct.trim_start()
             .to_ascii_lowercase()
             .starts_with("application/x-www-form-urlencoded")
     });
-    let form = if is_form && !body.is_empty() {
-        let text = std::str::from_utf8(body).map_err(|_| EcsError::invalid_parameter("body"))?;
-        decode_pairs(text).map_err(malformed)?
-    } else {
-        Vec::new()
-    };
-    Ok((query, form))
+    if !is_form || body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| EcsError::invalid_parameter("body"))?;
+    decode_pairs(text).map_err(malformed)
+}
+
+/// Applies a `Format` parameter (any letter case); other values keep the default.
+fn apply_format(params: &Params, format: &mut Format) {
+    match params.get("Format").map(str::to_ascii_uppercase).as_deref() {
+        Some("JSON") => *format = Format::Json,
+        Some("XML") => *format = Format::Xml,
+        _ => {}
+    }
 }
 
 fn required_common<'a>(params: &'a Params, name: &str) -> Result<&'a str, EcsError> {
@@ -196,15 +205,14 @@ fn authenticate(
     call: &mut CallRecord,
     format: &mut Format,
 ) -> Result<Authenticated, EcsError> {
+    // The query decides the error format even when the body turns out to be unusable.
+    let query = decode_pairs(request.query).map_err(malformed)?;
+    apply_format(&Params::new(query.clone()), format);
+    let form = decode_form(request)?;
+    let all = Params::new(query.iter().chain(form.iter()).cloned().collect());
+    apply_format(&all, format);
     if !matches!(request.method, "GET" | "POST") || request.path != "/" {
         return Err(EcsError::api_not_found());
-    }
-    let (query, form) = decode_params(request)?;
-    let all = Params::new(query.iter().chain(form.iter()).cloned().collect());
-    match all.get("Format").map(str::to_ascii_uppercase).as_deref() {
-        Some("JSON") => *format = Format::Json,
-        Some("XML") => *format = Format::Xml,
-        _ => {}
     }
     for (name, value) in all.pairs() {
         if name != "Signature" && name != "SecurityToken" {
