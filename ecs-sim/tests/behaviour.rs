@@ -303,7 +303,14 @@ async fn timed_transitions_and_release_linger() {
 #[tokio::test]
 async fn every_error_setup_produces_its_code() {
     let sim = EcsSim::start().await;
-    let cases: Vec<(serde_json::Value, &[(&str, &str)], u16, &str)> = vec![
+    // (instance setup, extra DeleteInstance params, expected HTTP status, expected code)
+    type Case = (
+        serde_json::Value,
+        &'static [(&'static str, &'static str)],
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             json!({"status": "Running"}),
             &[],
