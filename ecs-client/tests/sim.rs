@@ -664,8 +664,10 @@ async fn throttling_slows_the_limiter_down() {
         recorder.throttled.lock().unwrap()
     );
     assert!(count(first) >= 1, "the quota was never hit: {throttled:?}");
+    // At a fixed 20/s three requests in four would be throttled; the adaptive limiter keeps it
+    // to a few, and fewer once it has learnt the quota.
     assert!(
-        count(second) < count(first),
+        count(second) <= count(first) && count(first) + count(second) <= calls.len() / 4,
         "the limiter did not slow down: {throttled:?}"
     );
     assert_eq!(
