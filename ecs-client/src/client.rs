@@ -87,6 +87,12 @@ pub struct EcsClient {
     inner: Arc<Inner>,
 }
 
+impl fmt::Debug for EcsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EcsClient").finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     transport: Transport,
     limiter: RateLimiter,
@@ -340,7 +346,7 @@ mod tests {
             },
         ];
         for config in cases {
-            let err = EcsClient::new(config).err().expect("refused");
+            let err = EcsClient::new(config).expect_err("refused");
             assert_eq!(err.kind(), ErrorKind::InvalidRequest);
             assert_eq!(err.class(), ErrorClass::Terminal);
         }
