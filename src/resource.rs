@@ -1,0 +1,198 @@
+//! The `EcsInstance` custom resource: one Alibaba Cloud ECS instance whose release is tied to the
+//! life of this resource. The CRD in `crds/` is generated from these types (`crdgen`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// The finalizer that holds an `EcsInstance` until its instance is released (or orphaned).
+pub const FINALIZER: &str = "ecs.alicloud.dev/release-instance";
+
+/// Desired state of one ECS instance's release.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ecs.alicloud.dev",
+    version = "v1alpha1",
+    kind = "EcsInstance",
+    doc = "An Alibaba Cloud ECS instance whose release is tied to the life of this resource.",
+    namespaced,
+    status = "EcsInstanceStatus",
+    shortname = "ecsi",
+    category = "alicloud",
+    printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceId"),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.regionId"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.instance.status", description = "Cloud status of the instance"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsInstanceSpec {
+    /// ID of the ECS instance, e.g. `i-bp67acfmxazb4ph3t1ab`. Immutable.
+    #[schemars(regex(pattern = r"^i-[a-z0-9]+$"), length(min = 3, max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("instanceId is immutable"))]
+    pub instance_id: String,
+
+    /// Region of the instance, e.g. `cn-hangzhou`. Immutable.
+    #[schemars(regex(pattern = r"^[a-z]+(-[a-z0-9]+)+$"), length(min = 4, max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("regionId is immutable"))]
+    pub region_id: String,
+
+    /// What happens to the instance when this resource is deleted. `Delete` releases it;
+    /// `Orphan` leaves it running and only removes the resource. May be changed at any time,
+    /// also while the resource is being deleted: `Orphan` is the way out of a blocked deletion.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// How the instance is released when this resource is deleted.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+
+    /// A Secret in this namespace with `accessKeyId`, `accessKeySecret` and optionally
+    /// `securityToken`. Without it the controller's own credentials are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<CredentialsRef>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Release the instance, then remove the resource.
+    #[default]
+    Delete,
+    /// Remove the resource and leave the instance as it is.
+    Orphan,
+}
+
+/// How the instance gets released.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OnDelete {
+    /// How the instance reaches `Stopped` before `DeleteInstance`: `Wait` (someone else stops
+    /// it), `Stop` (`StopInstance`) or `ForceStop` (`StopInstance` with `ForceStop=true`).
+    #[serde(default)]
+    pub stop: StopPolicy,
+
+    /// Stop mode passed to `StopInstance` for pay-as-you-go instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_mode: Option<StoppedMode>,
+
+    /// Release a `Running` instance without stopping it first (`DeleteInstance` with
+    /// `Force=true`, equivalent to a power-off). Opt-in only.
+    #[serde(default)]
+    pub force: bool,
+
+    /// Pass `TerminateSubscription=true`, which releases an expired subscription instance.
+    #[serde(default)]
+    pub terminate_subscription: bool,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StopPolicy {
+    /// Only wait for the instance to be stopped by someone else.
+    #[default]
+    Wait,
+    /// Call `StopInstance`.
+    Stop,
+    /// Call `StopInstance` with `ForceStop=true` (power-off).
+    ForceStop,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoppedMode {
+    KeepCharging,
+    StopCharging,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct CredentialsRef {
+    /// Name of a Secret in the same namespace as the resource.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Observed state, written by the controller through the status subresource.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsInstanceStatus {
+    /// The `metadata.generation` the status was computed from (for kstatus and `kubectl wait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The last observation of the cloud instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<ObservedInstance>,
+
+    /// The last failed ECS call, cleared when the next call succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+
+    /// The release of the instance, once requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRecord>,
+
+    /// `Ready`, `Reconciling`, `Stalled` and `Released`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedInstance {
+    /// Pending, Starting, Running, Stopping or Stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// PrePaid or PostPaid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// The ECS action that failed, e.g. `DeleteInstance`.
+    pub action: String,
+    /// The exact ECS error code, e.g. `DependencyViolation.RouteEntry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<i32>,
+    pub at: Time,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRecord {
+    /// RequestId of the successful `DeleteInstance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
+    /// When the instance was confirmed gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<Time>,
+}
+
+/// `metav1.Condition` items as a list-type map keyed by `type`, so server-side apply merges
+/// conditions per type (k8s-openapi's schema for `Condition` does not carry the list type).
+fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let item = generator.subschema_for::<Condition>();
+    json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": item,
+    })
+}

@@ -1,0 +1,476 @@
+//! A real etcd + kube-apiserver on loopback, started once per test binary (envtest-style).
+//!
+//! The binaries come from `scripts/build-testbin.sh` (built from the Go module proxy and cached
+//! outside the repository). The processes are started from a supervisor thread that lives as long
+//! as the test binary, with `PR_SET_PDEATHSIG`, so they end when the test binary ends — however it
+//! ends — and nothing else is ever signalled.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+/// Everything a test needs to reach the shared control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// Directory holding `kube-apiserver`, `etcd` and `kubectl`.
+    pub testbin: PathBuf,
+    /// A kubeconfig for the admin user (client certificate in `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// The API server URL, `https://127.0.0.1:PORT`.
+    pub server: String,
+    /// Where the certificates, etcd data and logs live.
+    pub run_dir: PathBuf,
+}
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use. Panics with the reason (and the
+/// tail of the component's log) when it cannot start: tests that need it must fail, not skip.
+pub fn control_plane() -> &'static ControlPlane {
+    match CONTROL_PLANE.get_or_init(start_supervised) {
+        Ok(plane) => plane,
+        Err(reason) => panic!("the test control plane (etcd + kube-apiserver) could not start: {reason}"),
+    }
+}
+
+impl ControlPlane {
+    /// A fresh client (clients must not outlive the tokio runtime of the test that made them).
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read test kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("load test kubeconfig");
+        Client::try_from(config).expect("build kube client")
+    }
+
+    /// Path of the `kubectl` built alongside the API server.
+    pub fn kubectl(&self) -> PathBuf {
+        self.testbin.join("kubectl")
+    }
+}
+
+/// A client and a namespace of its own for one test.
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+/// Creates a fresh namespace for one test. Namespaces are never deleted: without
+/// kube-controller-manager they would stay `Terminating`, and each test binary has its own etcd.
+pub async fn test_namespace(prefix: &str) -> TestNamespace {
+    let plane = control_plane();
+    let client = plane.client().await;
+    // Each test binary has its own etcd, so a counter makes names unique.
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("create test namespace {name}: {e}"));
+    TestNamespace { client, name }
+}
+
+/// Starts the control plane from a thread that never ends, so `PR_SET_PDEATHSIG` (which follows
+/// the spawning *thread*) fires only when the whole test binary exits.
+fn start_supervised() -> Result<ControlPlane, String> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("control-plane-supervisor".into())
+        .spawn(move || {
+            let result = start_with_retries();
+            let started = result.is_ok();
+            let _ = ready_tx.send(result);
+            if started {
+                loop {
+                    std::thread::park();
+                }
+            }
+        })
+        .map_err(|e| format!("spawn supervisor thread: {e}"))?;
+    ready_rx.recv().map_err(|_| "the supervisor thread died".to_string())?
+}
+
+fn start_with_retries() -> Result<ControlPlane, String> {
+    let testbin = testbin_dir()?;
+    let mut last_error = String::new();
+    // Free ports are picked by binding port 0 and releasing it; another process can take one in
+    // between, so a failed start is tried again with new ports.
+    for _attempt in 0..3 {
+        match start_once(&testbin) {
+            Ok(plane) => return Ok(plane),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+/// `$KUBE_TESTBIN`, else whatever `scripts/build-testbin.sh` prints (it builds once, then is a
+/// no-op), so the versions live in that one script.
+fn testbin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("KUBE_TESTBIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = workspace_root().join("scripts/build-testbin.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({})", script.display(), output.status));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()
+}
+
+fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
+    for binary in ["etcd", "kube-apiserver"] {
+        if !testbin.join(binary).is_file() {
+            return Err(format!("{} is missing: run scripts/build-testbin.sh", testbin.join(binary).display()));
+        }
+    }
+    remove_stale_run_dirs();
+    let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::create_dir_all(run_dir.join("etcd")).map_err(|e| format!("create {}: {e}", run_dir.display()))?;
+    let pki = write_pki(&run_dir)?;
+
+    let [etcd_port, peer_port, api_port] = free_ports()?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd = spawn(
+        testbin.join("etcd"),
+        &[
+            "--name=testenv".into(),
+            format!("--data-dir={}", run_dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=testenv={peer_url}"),
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+        &run_dir.join("etcd.log"),
+    )?;
+    wait_until(Duration::from_secs(30), || tcp_ready(etcd_port), &mut etcd, &run_dir.join("etcd.log"))?;
+
+    let server = format!("https://127.0.0.1:{api_port}");
+    let mut args = vec![
+        format!("--etcd-servers={etcd_url}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={api_port}"),
+        format!("--cert-dir={}", pki.dir.display()),
+        format!("--tls-cert-file={}", pki.serving_cert.display()),
+        format!("--tls-private-key-file={}", pki.serving_key.display()),
+        format!("--client-ca-file={}", pki.ca_cert.display()),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        format!("--service-account-issuer={server}/"),
+        format!("--service-account-key-file={}", pki.service_account_public_key.display()),
+        format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
+        "--allow-privileged=true".into(),
+        "--disable-admission-plugins=ServiceAccount".into(),
+    ];
+    if let Some(address) = advertise_address()? {
+        args.push(format!("--advertise-address={address}"));
+    }
+    let apiserver_log = run_dir.join("kube-apiserver.log");
+    let mut apiserver = spawn(testbin.join("kube-apiserver"), &args, &apiserver_log)?;
+
+    let kubeconfig = run_dir.join("kubeconfig");
+    fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki)).map_err(|e| format!("write kubeconfig: {e}"))?;
+    let plane = ControlPlane { testbin: testbin.to_path_buf(), kubeconfig, server, run_dir: run_dir.clone() };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let setup = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), wait_ready_and_install_crds(&plane, &mut apiserver))
+            .await
+            .unwrap_or_else(|_| Err("timed out after 120 s waiting for kube-apiserver to become ready".into()))
+    });
+    if let Err(reason) = setup {
+        let _ = apiserver.kill();
+        let _ = etcd.kill();
+        return Err(format!("{reason}\n--- kube-apiserver.log (tail) ---\n{}", log_tail(&apiserver_log)));
+    }
+    // The children are deliberately leaked to the supervisor thread: PDEATHSIG ends them.
+    std::mem::forget(apiserver);
+    std::mem::forget(etcd);
+    Ok(plane)
+}
+
+async fn wait_ready_and_install_crds(plane: &ControlPlane, apiserver: &mut Child) -> Result<(), String> {
+    let client = plane.client().await;
+    // Like envtest: ready once /readyz answers ok and the `default` namespace exists.
+    loop {
+        if let Ok(Some(status)) = apiserver.try_wait() {
+            return Err(format!("kube-apiserver exited ({status})"));
+        }
+        let ready = client
+            .request_text(http_get("/readyz"))
+            .await
+            .is_ok_and(|body| body.trim() == "ok");
+        if ready && Api::<Namespace>::all(client.clone()).get_opt("default").await.ok().flatten().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in read_crds()? {
+        let name = crd.metadata.name.clone().ok_or("a CRD in crds/ has no name")?;
+        crds.patch(&name, &PatchParams::apply("testkit").force(), &Patch::Apply(&crd))
+            .await
+            .map_err(|e| format!("install CRD {name}: {e}"))?;
+        tokio::time::timeout(Duration::from_secs(30), await_condition(crds.clone(), &name, conditions::is_crd_established()))
+            .await
+            .map_err(|_| format!("CRD {name} not established after 30 s"))?
+            .map_err(|e| format!("wait for CRD {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn http_get(path: &str) -> http::Request<Vec<u8>> {
+    http::Request::get(path).body(Vec::new()).expect("valid request")
+}
+
+fn read_crds() -> Result<Vec<CustomResourceDefinition>, String> {
+    let dir = workspace_root().join("crds");
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            serde_saphyr::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+        })
+        .collect()
+}
+
+const RUN_DIR_PREFIX: &str = "ecs-testenv-";
+
+/// Run directories of test binaries that have exited (their processes ended with them).
+fn remove_stale_run_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(RUN_DIR_PREFIX)) else { continue };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String> {
+    let log_file = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let stderr = log_file.try_clone().map_err(|e| format!("clone log handle: {e}"))?;
+    let mut command = Command::new(&program);
+    command.args(args).stdin(Stdio::null()).stdout(log_file).stderr(stderr);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| format!("start {}: {e}", program.display()))
+}
+
+fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool, child: &mut Child, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{} exited ({status}):\n{}", log.display(), log_tail(log)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    Err(format!("not ready after {timeout:?}:\n{}", log_tail(log)))
+}
+
+fn tcp_ready(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn free_ports() -> Result<[u16; 3], String> {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("find a free port: {e}"))?;
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).collect();
+    Ok([ports[0], ports[1], ports[2]])
+}
+
+/// kube-apiserver derives its advertise address from the default route; loopback is refused.
+/// Without a default route, the first non-loopback local address is passed explicitly (it is
+/// only recorded in the `kubernetes` Endpoints; no traffic goes to it).
+fn advertise_address() -> Result<Option<String>, String> {
+    let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let has_default_route = routes.lines().skip(1).any(|line| line.split_whitespace().nth(1) == Some("00000000"));
+    if has_default_route {
+        return Ok(None);
+    }
+    let trie = fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+    let lines: Vec<&str> = trie.lines().collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[1].contains("/32 host LOCAL"))
+        .filter_map(|pair| pair[0].trim().strip_prefix("|-- "))
+        .find(|address| !address.starts_with("127."))
+        .map(|address| Some(address.to_string()))
+        .ok_or_else(|| "no default route and no non-loopback IPv4 address for --advertise-address".into())
+}
+
+fn log_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+struct Pki {
+    dir: PathBuf,
+    ca_cert: PathBuf,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    admin_cert: PathBuf,
+    admin_key: PathBuf,
+    service_account_key: PathBuf,
+    service_account_public_key: PathBuf,
+}
+
+/// A CA, a serving certificate for 127.0.0.1, an admin client certificate (O=system:masters, the
+/// x509 authenticator's group mapping) and a service-account signing key.
+fn write_pki(run_dir: &Path) -> Result<Pki, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let err = |e: rcgen::Error| format!("generate test certificates: {e}");
+    let dir = run_dir.join("pki");
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params.distinguished_name.push(DnType::CommonName, "ecs-testenv-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let serving_key = KeyPair::generate().map_err(err)?;
+    let mut serving = CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "10.0.0.1".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ])
+    .map_err(err)?;
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(err)?;
+
+    let admin_key = KeyPair::generate().map_err(err)?;
+    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    admin.distinguished_name = DistinguishedName::new();
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin.distinguished_name.push(DnType::CommonName, "testenv-admin");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(err)?;
+
+    let service_account_key = KeyPair::generate().map_err(err)?;
+
+    let files: BTreeMap<&str, String> = BTreeMap::from([
+        ("ca.crt", ca_cert.pem()),
+        ("apiserver.crt", serving_cert.pem()),
+        ("apiserver.key", serving_key.serialize_pem()),
+        ("admin.crt", admin_cert.pem()),
+        ("admin.key", admin_key.serialize_pem()),
+        ("sa.key", service_account_key.serialize_pem()),
+        ("sa.pub", service_account_key.public_key_pem()),
+    ]);
+    for (name, pem) in &files {
+        fs::write(dir.join(name), pem).map_err(|e| format!("write {name}: {e}"))?;
+    }
+    Ok(Pki {
+        ca_cert: dir.join("ca.crt"),
+        serving_cert: dir.join("apiserver.crt"),
+        serving_key: dir.join("apiserver.key"),
+        admin_cert: dir.join("admin.crt"),
+        admin_key: dir.join("admin.key"),
+        service_account_key: dir.join("sa.key"),
+        service_account_public_key: dir.join("sa.pub"),
+        dir,
+    })
+}
+
+fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: testenv-admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: testenv
+  context:
+    cluster: testenv
+    user: testenv-admin
+current-context: testenv
+",
+        ca = pki.ca_cert.display(),
+        cert = pki.admin_cert.display(),
+        key = pki.admin_key.display(),
+    )
+}
