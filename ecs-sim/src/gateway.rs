@@ -365,14 +365,15 @@ fn claim_v3(authorization: &str, headers: &HeaderMap) -> Result<Claimed, EcsErro
             EcsError::incomplete_signature()
         }
     })?;
-    let required = |name: &str| {
+    // Missing V3 headers are reported under the common parameter they stand for.
+    let required = |name: &str, common: &str| {
         header(headers, name)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| EcsError::missing_common(name))
+            .ok_or_else(|| EcsError::missing_common(common))
     };
     Ok(Claimed {
-        timestamp: required("x-acs-date")?,
-        nonce: required("x-acs-signature-nonce")?,
+        timestamp: required("x-acs-date", "Timestamp")?,
+        nonce: required("x-acs-signature-nonce", "SignatureNonce")?,
         security_token: header(headers, "x-acs-security-token"),
         access_key_id: auth.access_key_id,
         scheme: Scheme::V3 {

@@ -119,6 +119,11 @@ impl EcsSim {
         &self.endpoint
     }
 
+    /// The simulator's process ID (for resource measurements), `None` once it has exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn admin(
         &self,
         method: reqwest::Method,

@@ -151,7 +151,16 @@ pub fn query_string(params: &[(String, String)]) -> String {
 
 /// Sends already-signed V1 params with GET (query) or POST (form body).
 pub async fn send_v1(sim: &EcsSim, method: &str, params: &[(String, String)]) -> Answer {
-    let client = http();
+    send_v1_via(&http(), sim, method, params).await
+}
+
+/// Like [`send_v1`] on a given client (to reuse its connections).
+pub async fn send_v1_via(
+    client: &reqwest::Client,
+    sim: &EcsSim,
+    method: &str,
+    params: &[(String, String)],
+) -> Answer {
     let response = if method == "GET" {
         client
             .get(format!("{}/?{}", sim.endpoint(), query_string(params)))
@@ -190,6 +199,7 @@ pub struct V3 {
     pub body: String,
     pub headers: Vec<(String, String)>,
     pub creds: Credentials,
+    pub client: reqwest::Client,
 }
 
 impl V3 {
@@ -210,6 +220,7 @@ impl V3 {
                 ("x-acs-signature-nonce".into(), nonce()),
             ],
             creds: Credentials::default(),
+            client: http(),
         }
     }
 
@@ -266,7 +277,8 @@ impl V3 {
     /// Sends with the given Authorization value (POST, params in the query string).
     pub async fn send_with(&self, authorization: &str) -> Answer {
         let host = &self.headers.iter().find(|(k, _)| k == "host").unwrap().1;
-        let mut request = http()
+        let mut request = self
+            .client
             .post(format!("http://{host}/?{}", query_string(&self.query)))
             .header("authorization", authorization)
             .body(self.body.clone());
