@@ -74,7 +74,8 @@ fn dry_run_gate(params: &Params) -> Result<(), EcsError> {
 /// Instance IDs from `InstanceIds` (a JSON array string) and/or `InstanceIds.N`; `None` = no filter.
 fn instance_id_filter(params: &Params) -> Result<Option<BTreeSet<String>>, EcsError> {
     let mut ids: Option<BTreeSet<String>> = None;
-    if let Some(json) = params.get("InstanceIds") {
+    // An empty value counts as absent, like an unset optional parameter.
+    if let Some(json) = params.get("InstanceIds").filter(|v| !v.is_empty()) {
         let list: Vec<String> =
             serde_json::from_str(json).map_err(|_| EcsError::invalid_parameter("InstanceIds"))?;
         if list.len() > MAX_IDS {

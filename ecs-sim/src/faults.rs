@@ -34,6 +34,9 @@ pub struct FaultRule {
     pub drop_rate: Option<f64>,
 }
 
+/// Ten minutes: longer than any client timeout worth simulating.
+const MAX_LATENCY_MS: u64 = 600_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRules {
@@ -53,6 +56,11 @@ impl FaultRules {
                 .is_some_and(|q| !(q.is_finite() && q > 0.0))
             {
                 return Err(format!("rules[{i}].throttleQps must be a positive number"));
+            }
+            if rule.latency_ms.is_some_and(|ms| ms > MAX_LATENCY_MS) {
+                return Err(format!(
+                    "rules[{i}].latencyMs must be at most {MAX_LATENCY_MS}"
+                ));
             }
         }
         Ok(())
@@ -107,7 +115,7 @@ impl Faults {
             if rule.action.as_deref().is_some_and(|a| a != action) {
                 continue;
             }
-            latency += Duration::from_millis(rule.latency_ms.unwrap_or(0));
+            latency = latency.saturating_add(Duration::from_millis(rule.latency_ms.unwrap_or(0)));
             if verdict != Verdict::Proceed {
                 continue;
             }
@@ -221,6 +229,7 @@ mod tests {
         for bad in [
             serde_json::json!({"rules": [{"errorRate": 1.5}]}),
             serde_json::json!({"rules": [{"throttleQps": 0}]}),
+            serde_json::json!({"rules": [{"latencyMs": 600_001}]}),
         ] {
             let rules: FaultRules = serde_json::from_value(bad).unwrap();
             assert!(rules.validate().is_err());

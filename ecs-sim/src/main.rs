@@ -28,6 +28,9 @@ use accounts::Account;
 use model::InstanceSpec;
 use state::{Sim, Timing};
 
+/// Upper bound of the duration flags (one day), far from any clock arithmetic overflow.
+const MAX_DURATION_MS: u64 = 86_400_000;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ecs-sim",
@@ -50,13 +53,13 @@ struct Cli {
     #[arg(long, env = "ECS_SIM_SEED")]
     seed: Option<PathBuf>,
     /// Duration of each transitional status (Pending, Starting, Stopping), in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(..=MAX_DURATION_MS))]
     transition_ms: u64,
     /// How long a released instance stays visible to DescribeInstances, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(..=MAX_DURATION_MS))]
     release_linger_ms: u64,
     /// Largest accepted distance between a request's timestamp and the clock, in seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(..=MAX_DURATION_MS / 1000))]
     max_skew_secs: u64,
 }
 

@@ -569,3 +569,85 @@ async fn security_tokens_are_checked_for_sts_accounts() {
     );
     assert_eq!(calls[0]["accessKeyId"], "STS.key");
 }
+
+#[tokio::test]
+async fn random_garbage_never_kills_the_simulator() {
+    use rand::{Rng, SeedableRng};
+    let sim = EcsSim::start().await;
+    seed_simple(&sim, &[("i-garbage0001", "Running")]).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let pieces = [
+        "Action=DeleteInstance",
+        "Action=DescribeInstances",
+        "Version=2014-05-26",
+        "Version=",
+        "Format=JSON",
+        "Format=xml",
+        "AccessKeyId=testid",
+        "Signature=%2B%2F%3D",
+        "Signature=",
+        "SignatureMethod=HMAC-SHA1",
+        "SignatureVersion=1.0",
+        "SignatureNonce=n",
+        "Timestamp=2024-01-01T00:00:00Z",
+        "Timestamp=%FF%FE",
+        "InstanceId=i-garbage0001",
+        "InstanceIds=%5B",
+        "InstanceIds.1=x",
+        "PageSize=-1",
+        "PageNumber=99999999999999999999",
+        "MaxResults=9223372036854775807",
+        "NextToken=zz",
+        "DryRun=tru",
+        "%",
+        "=",
+        "&&&",
+        "a=b=c",
+        "%C3%28=1",
+        "RegionId=cn-hangzhou",
+        "Force=TRUE",
+    ];
+    let client = http();
+    for _ in 0..300 {
+        let query: Vec<&str> = (0..rng.random_range(0..8))
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        let url = format!("{}/?{}", sim.endpoint(), query.join("&"));
+        let mut request = if rng.random_bool(0.5) {
+            client.get(&url)
+        } else {
+            client.post(&url)
+        };
+        if rng.random_bool(0.3) {
+            request = request
+                .header(
+                    "authorization",
+                    "ACS3-HMAC-SHA256 Credential=testid,SignedHeaders=host;x-acs-date,Signature=ab",
+                )
+                .header("x-acs-action", "DescribeInstances")
+                .header("x-acs-version", "2014-05-26")
+                .header("x-acs-date", "2024-01-01T00:00:00Z")
+                .header("x-acs-signature-nonce", "n");
+        }
+        if rng.random_bool(0.3) {
+            let body: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let answer = Answer::from(request.send().await.expect("the simulator answers")).await;
+        assert!(
+            (400..500).contains(&answer.status),
+            "{url}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+    let health = http()
+        .get(format!("{}/_sim/health", sim.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(sim.calls(None).await.len(), 300);
+}
