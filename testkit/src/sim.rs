@@ -209,14 +209,15 @@ impl EcsSim {
         self.admin_ok(reqwest::Method::DELETE, "calls", None).await;
     }
 
-    /// Replaces all fault rules: a JSON array of rules (see ecs-sim/README.md).
+    /// Replaces all fault rules: a JSON array of rules (see ecs-sim/README.md); a whole
+    /// `{"rules": [...]}` body is accepted too.
     pub async fn set_faults(&self, rules: Value) {
-        self.admin_ok(
-            reqwest::Method::PUT,
-            "faults",
-            Some(serde_json::json!({ "rules": rules })),
-        )
-        .await;
+        let body = match rules {
+            Value::Object(ref fields) if fields.contains_key("rules") => rules,
+            rules => serde_json::json!({ "rules": rules }),
+        };
+        self.admin_ok(reqwest::Method::PUT, "faults", Some(body))
+            .await;
     }
 
     pub async fn clear_faults(&self) {
