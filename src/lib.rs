@@ -1,6 +1,10 @@
 //! The `EcsInstance` controller: ties the release of Alibaba Cloud ECS instances to the life of
 //! Kubernetes resources.
 
+pub mod conditions;
+pub mod decision;
+pub mod pacing;
+pub mod reconciler;
 pub mod resource;
 
 pub use resource::{EcsInstance, EcsInstanceSpec, EcsInstanceStatus};

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const FINALIZER: &str = "ecs.alicloud.dev/release-instance";
 
 /// Desired state of one ECS instance's release.
+// Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ecs.alicloud.dev",
@@ -22,10 +24,27 @@ pub const FINALIZER: &str = "ecs.alicloud.dev/release-instance";
     category = "alicloud",
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceId"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.regionId"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.instance.status", description = "Cloud status of the instance"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.instance.status",
+        description = "Cloud status of the instance"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EcsInstanceSpec {

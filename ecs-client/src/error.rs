@@ -98,7 +98,8 @@ struct ErrorData {
 const EXCERPT_CHARS: usize = 160;
 
 impl EcsError {
-    pub(crate) fn new(action: &str, kind: ErrorKind, message: impl Into<String>) -> Self {
+    /// An error without an API answer (timeouts, connection failures, refused requests).
+    pub fn new(action: &str, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self(Box::new(ErrorData {
             action: action.to_owned(),
             code: None,
@@ -112,7 +113,7 @@ impl EcsError {
 
     /// Interprets a non-2xx answer: an API error when the body (JSON or XML) carries a `Code`,
     /// otherwise an `InvalidBody` error with the status and a short excerpt.
-    pub(crate) fn from_response(action: &str, status: u16, body: &[u8]) -> Self {
+    pub fn from_response(action: &str, status: u16, body: &[u8]) -> Self {
         match ApiErrorBody::parse(body) {
             Some(api) => Self(Box::new(ErrorData {
                 action: action.to_owned(),

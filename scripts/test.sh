@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: builds (once, cached outside the repository)
+# the real control plane and the Python SDK environment, builds the workspace, then runs the Rust
+# tests (each integration test binary starts its own etcd + kube-apiserver on loopback and the
+# ECS simulator as needed) and the official-SDK wire tests against the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBE_TESTBIN=$(bash scripts/build-testbin.sh)
+export KUBE_TESTBIN
+venv=$(bash scripts/python-env.sh)
+
+# Build everything before any control plane starts, so compilation does not starve it (2 cores).
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked
+"$venv/bin/python" -m pytest -q ecs-sim/sdk-tests

@@ -1,0 +1,167 @@
+//! How long to wait before looking at a resource again: fixed paces for polling and resyncs, and
+//! a per-resource exponential backoff with jitter for failures, reset by the first pass that does
+//! not need one. kube-runtime has no per-object backoff (kube-rs/kube#1916), hence this module.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use kube::runtime::reflector::ObjectRef;
+use rand::Rng;
+
+use crate::{
+    decision::{Backoff, Pace},
+    resource::EcsInstance,
+};
+
+/// The controller's timing knobs. Defaults suit production; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// Polling while the instance changes state (stopping, releasing, initializing).
+    pub transition: Duration,
+    /// Polling a running instance whose stop is up to someone else (`onDelete.stop: Wait`).
+    pub waiting: Duration,
+    /// Resync of a steady resource (jittered ±20%).
+    pub steady: Duration,
+    /// Recheck of a stalled resource (jittered ±20%; at once on a spec or Secret change).
+    pub recheck: Duration,
+    /// First retry after a transient failure; doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// First retry after throttling.
+    pub throttled_base: Duration,
+    /// First retry after an unknown error.
+    pub slow_base: Duration,
+    /// No retry waits longer than this.
+    pub backoff_cap: Duration,
+    /// A `StopInstance` is not repeated within this while (the instance may still show Running).
+    pub stop_grace: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            transition: Duration::from_secs(3),
+            waiting: Duration::from_secs(20),
+            steady: Duration::from_secs(300),
+            recheck: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(2),
+            throttled_base: Duration::from_secs(5),
+            slow_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(600),
+            stop_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Consecutive failures per resource, for the exponential backoff.
+#[derive(Default)]
+pub struct FailureCounts(Mutex<HashMap<ObjectRef<EcsInstance>, u32>>);
+
+impl FailureCounts {
+    /// The wait before the next pass. A backoff pace counts one more failure; any other pace
+    /// resets the count.
+    pub fn delay(
+        &self,
+        timings: &Timings,
+        object: &ObjectRef<EcsInstance>,
+        pace: Pace,
+    ) -> Duration {
+        let mut counts = self.0.lock().expect("failure counts lock");
+        let base = match pace {
+            Pace::Backoff(kind) => {
+                let failures = counts.entry(object.clone()).or_insert(0);
+                *failures = failures.saturating_add(1);
+                let base = match kind {
+                    Backoff::Normal => timings.backoff_base,
+                    Backoff::Throttled => timings.throttled_base,
+                    Backoff::Slow => timings.slow_base,
+                };
+                return exponential_with_jitter(base, *failures, timings.backoff_cap);
+            }
+            Pace::Transition => timings.transition,
+            Pace::Waiting => timings.waiting,
+            Pace::Steady => jittered(timings.steady),
+            Pace::Recheck => jittered(timings.recheck),
+        };
+        counts.remove(object);
+        base
+    }
+
+    /// A resource that is gone needs no count.
+    pub fn forget(&self, object: &ObjectRef<EcsInstance>) {
+        self.0.lock().expect("failure counts lock").remove(object);
+    }
+}
+
+/// `base · 2^(failures−1)`, capped, then "equal jitter": half fixed, half random, so retries of
+/// many resources that failed together spread out instead of arriving in waves.
+fn exponential_with_jitter(base: Duration, failures: u32, cap: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(30);
+    let full = base.saturating_mul(1u32 << exponent).min(cap);
+    let half = full / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+/// ±20%, so resyncs of resources created together do not stay in lockstep.
+fn jittered(period: Duration) -> Duration {
+    period.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object() -> ObjectRef<EcsInstance> {
+        ObjectRef::new("web-1").within("default")
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_and_resets_on_success() {
+        let timings = Timings {
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let counts = FailureCounts::default();
+        let failing = Pace::Backoff(Backoff::Normal);
+        let mut upper_bounds = Vec::new();
+        for _ in 0..8 {
+            let delay = counts.delay(&timings, &object(), failing);
+            upper_bounds.push(delay);
+        }
+        for (n, delay) in upper_bounds.iter().enumerate() {
+            let full = Duration::from_secs(2 * (1 << n)).min(Duration::from_secs(60));
+            assert!(
+                *delay >= full / 2 && *delay <= full,
+                "failure {}: {delay:?} not in [{:?}, {full:?}]",
+                n + 1,
+                full / 2
+            );
+        }
+        assert_eq!(
+            counts.delay(&timings, &object(), Pace::Transition),
+            timings.transition
+        );
+        let after_reset = counts.delay(&timings, &object(), failing);
+        assert!(
+            after_reset <= Duration::from_secs(2),
+            "the count was reset: {after_reset:?}"
+        );
+    }
+
+    #[test]
+    fn steady_resync_is_jittered_around_the_period() {
+        let timings = Timings::default();
+        let counts = FailureCounts::default();
+        let delays: Vec<Duration> = (0..50)
+            .map(|_| counts.delay(&timings, &object(), Pace::Steady))
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_secs(240) && *d <= Duration::from_secs(360))
+        );
+        assert!(
+            delays.iter().any(|d| *d != delays[0]),
+            "jitter varies the delay"
+        );
+    }
+}
