@@ -515,7 +515,7 @@ async fn samples_pass_the_crd_schema() {
         }
     }
 
-    // The same dry run refuses a sample the schema does not allow, so the pass above means something.
+    // The same dry run refuses what the schema does not allow, so the pass above means something.
     let broken = std::fs::read_to_string(dir.join("ecsinstance-stop.yaml"))
         .expect("read sample")
         .replace("stop: Stop", "stop: Sometimes");
