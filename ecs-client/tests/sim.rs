@@ -14,11 +14,7 @@ use testkit::sim::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, EcsSim};
 const REGION: &str = "cn-hangzhou";
 const BOTH: [SigningMethod; 2] = [SigningMethod::Acs3HmacSha256, SigningMethod::HmacSha1];
 
-/// Starts the simulator. `testkit::sim` builds a plain reqwest client for the admin API, which
-/// (with the workspace's `rustls-no-provider`) needs a process-wide crypto provider; our own
-/// client passes ring explicitly and needs none (its unit tests run without one).
 async fn start_sim(args: &[&str]) -> EcsSim {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     EcsSim::start_with_args(args).await
 }
 

@@ -426,6 +426,9 @@ fn delete_instance(
     {
         return Err(EcsError::charge_type_violation());
     }
+    if instance.spec.initializing {
+        return Err(EcsError::initializing());
+    }
     match (instance.spec.status, force) {
         (Status::Pending | Status::Starting, _) => return Err(EcsError::initializing()),
         (Status::Stopping, _) | (Status::Running, false) => {

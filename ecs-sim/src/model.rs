@@ -92,6 +92,10 @@ pub struct InstanceSpec {
     pub route_entry: bool,
     #[serde(default)]
     pub slb_configuring: bool,
+    /// Still being created behind the scenes (e.g. right after CreateInstance, which shows
+    /// `Stopped`): DeleteInstance answers `IncorrectInstanceStatus.Initializing` whatever the status.
+    #[serde(default)]
+    pub initializing: bool,
     #[serde(default)]
     pub owner: Option<String>,
     #[serde(default)]
@@ -112,6 +116,7 @@ pub struct InstancePatch {
     pub lock_reasons: Option<Vec<String>>,
     pub route_entry: Option<bool>,
     pub slb_configuring: Option<bool>,
+    pub initializing: Option<bool>,
     /// `null` makes the instance visible to every account again.
     #[serde(default, deserialize_with = "present_option")]
     pub owner: Option<Option<String>>,
@@ -205,6 +210,7 @@ impl Instance {
             lock_reasons,
             route_entry,
             slb_configuring,
+            initializing,
             owner
         );
         set_optional!(zone_id, instance_name, instance_type);

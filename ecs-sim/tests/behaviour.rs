@@ -366,6 +366,12 @@ async fn every_error_setup_produces_its_code() {
             "DependencyViolation.SLBConfiguring",
         ),
         (
+            json!({"initializing": true}),
+            &[],
+            403,
+            "IncorrectInstanceStatus.Initializing",
+        ),
+        (
             json!({"owner": "someone-else"}),
             &[],
             404,

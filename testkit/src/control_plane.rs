@@ -52,7 +52,9 @@ static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 pub fn control_plane() -> &'static ControlPlane {
     match CONTROL_PLANE.get_or_init(start_supervised) {
         Ok(plane) => plane,
-        Err(reason) => panic!("the test control plane (etcd + kube-apiserver) could not start: {reason}"),
+        Err(reason) => {
+            panic!("the test control plane (etcd + kube-apiserver) could not start: {reason}")
+        }
     }
 }
 
@@ -87,7 +89,10 @@ pub async fn test_namespace(prefix: &str) -> TestNamespace {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let namespace = Namespace {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Api::<Namespace>::all(client.clone())
@@ -114,7 +119,9 @@ fn start_supervised() -> Result<ControlPlane, String> {
             }
         })
         .map_err(|e| format!("spawn supervisor thread: {e}"))?;
-    ready_rx.recv().map_err(|_| "the supervisor thread died".to_string())?
+    ready_rx
+        .recv()
+        .map_err(|_| "the supervisor thread died".to_string())?
 }
 
 fn start_with_retries() -> Result<ControlPlane, String> {
@@ -146,23 +153,32 @@ fn testbin_dir() -> Result<PathBuf, String> {
     if !output.status.success() {
         return Err(format!("{} failed ({})", script.display(), output.status));
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace")
+        .to_path_buf()
 }
 
 fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
     for binary in ["etcd", "kube-apiserver"] {
         if !testbin.join(binary).is_file() {
-            return Err(format!("{} is missing: run scripts/build-testbin.sh", testbin.join(binary).display()));
+            return Err(format!(
+                "{} is missing: run scripts/build-testbin.sh",
+                testbin.join(binary).display()
+            ));
         }
     }
     remove_stale_run_dirs();
     let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
     let _ = fs::remove_dir_all(&run_dir);
-    fs::create_dir_all(run_dir.join("etcd")).map_err(|e| format!("create {}: {e}", run_dir.display()))?;
+    fs::create_dir_all(run_dir.join("etcd"))
+        .map_err(|e| format!("create {}: {e}", run_dir.display()))?;
     let pki = write_pki(&run_dir)?;
 
     let [etcd_port, peer_port, api_port] = free_ports()?;
@@ -183,7 +199,12 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
         ],
         &run_dir.join("etcd.log"),
     )?;
-    wait_until(Duration::from_secs(30), || tcp_ready(etcd_port), &mut etcd, &run_dir.join("etcd.log"))?;
+    wait_until(
+        Duration::from_secs(30),
+        || tcp_ready(etcd_port),
+        &mut etcd,
+        &run_dir.join("etcd.log"),
+    )?;
 
     let server = format!("https://127.0.0.1:{api_port}");
     let mut args = vec![
@@ -197,8 +218,14 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
         "--authorization-mode=RBAC".into(),
         "--service-cluster-ip-range=10.0.0.0/24".into(),
         format!("--service-account-issuer={server}/"),
-        format!("--service-account-key-file={}", pki.service_account_public_key.display()),
-        format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
+        format!(
+            "--service-account-key-file={}",
+            pki.service_account_public_key.display()
+        ),
+        format!(
+            "--service-account-signing-key-file={}",
+            pki.service_account_key.display()
+        ),
         "--allow-privileged=true".into(),
         "--disable-admission-plugins=ServiceAccount".into(),
     ];
@@ -209,22 +236,36 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
     let mut apiserver = spawn(testbin.join("kube-apiserver"), &args, &apiserver_log)?;
 
     let kubeconfig = run_dir.join("kubeconfig");
-    fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki)).map_err(|e| format!("write kubeconfig: {e}"))?;
-    let plane = ControlPlane { testbin: testbin.to_path_buf(), kubeconfig, server, run_dir: run_dir.clone() };
+    fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))
+        .map_err(|e| format!("write kubeconfig: {e}"))?;
+    let plane = ControlPlane {
+        testbin: testbin.to_path_buf(),
+        kubeconfig,
+        server,
+        run_dir: run_dir.clone(),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let setup = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(120), wait_ready_and_install_crds(&plane, &mut apiserver))
-            .await
-            .unwrap_or_else(|_| Err("timed out after 120 s waiting for kube-apiserver to become ready".into()))
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            wait_ready_and_install_crds(&plane, &mut apiserver),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err("timed out after 120 s waiting for kube-apiserver to become ready".into())
+        })
     });
     if let Err(reason) = setup {
         let _ = apiserver.kill();
         let _ = etcd.kill();
-        return Err(format!("{reason}\n--- kube-apiserver.log (tail) ---\n{}", log_tail(&apiserver_log)));
+        return Err(format!(
+            "{reason}\n--- kube-apiserver.log (tail) ---\n{}",
+            log_tail(&apiserver_log)
+        ));
     }
     // The children are deliberately leaked to the supervisor thread: PDEATHSIG ends them.
     std::mem::forget(apiserver);
@@ -232,7 +273,10 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
     Ok(plane)
 }
 
-async fn wait_ready_and_install_crds(plane: &ControlPlane, apiserver: &mut Child) -> Result<(), String> {
+async fn wait_ready_and_install_crds(
+    plane: &ControlPlane,
+    apiserver: &mut Child,
+) -> Result<(), String> {
     let client = plane.client().await;
     // Like envtest: ready once /readyz answers ok and the `default` namespace exists.
     loop {
@@ -243,27 +287,47 @@ async fn wait_ready_and_install_crds(plane: &ControlPlane, apiserver: &mut Child
             .request_text(http_get("/readyz"))
             .await
             .is_ok_and(|body| body.trim() == "ok");
-        if ready && Api::<Namespace>::all(client.clone()).get_opt("default").await.ok().flatten().is_some() {
+        if ready
+            && Api::<Namespace>::all(client.clone())
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in read_crds()? {
-        let name = crd.metadata.name.clone().ok_or("a CRD in crds/ has no name")?;
-        crds.patch(&name, &PatchParams::apply("testkit").force(), &Patch::Apply(&crd))
-            .await
-            .map_err(|e| format!("install CRD {name}: {e}"))?;
-        tokio::time::timeout(Duration::from_secs(30), await_condition(crds.clone(), &name, conditions::is_crd_established()))
-            .await
-            .map_err(|_| format!("CRD {name} not established after 30 s"))?
-            .map_err(|e| format!("wait for CRD {name}: {e}"))?;
+        let name = crd
+            .metadata
+            .name
+            .clone()
+            .ok_or("a CRD in crds/ has no name")?;
+        crds.patch(
+            &name,
+            &PatchParams::apply("testkit").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|e| format!("install CRD {name}: {e}"))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| format!("CRD {name} not established after 30 s"))?
+        .map_err(|e| format!("wait for CRD {name}: {e}"))?;
     }
     Ok(())
 }
 
 fn http_get(path: &str) -> http::Request<Vec<u8>> {
-    http::Request::get(path).body(Vec::new()).expect("valid request")
+    http::Request::get(path)
+        .body(Vec::new())
+        .expect("valid request")
 }
 
 fn read_crds() -> Result<Vec<CustomResourceDefinition>, String> {
@@ -277,7 +341,8 @@ fn read_crds() -> Result<Vec<CustomResourceDefinition>, String> {
     paths
         .iter()
         .map(|path| {
-            let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            let text =
+                fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
             serde_saphyr::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
         })
         .collect()
@@ -287,10 +352,14 @@ const RUN_DIR_PREFIX: &str = "ecs-testenv-";
 
 /// Run directories of test binaries that have exited (their processes ended with them).
 fn remove_stale_run_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(RUN_DIR_PREFIX)) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(RUN_DIR_PREFIX)) else {
+            continue;
+        };
         if !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -299,9 +368,15 @@ fn remove_stale_run_dirs() {
 
 fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String> {
     let log_file = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
-    let stderr = log_file.try_clone().map_err(|e| format!("clone log handle: {e}"))?;
+    let stderr = log_file
+        .try_clone()
+        .map_err(|e| format!("clone log handle: {e}"))?;
     let mut command = Command::new(&program);
-    command.args(args).stdin(Stdio::null()).stdout(log_file).stderr(stderr);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(stderr);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {
@@ -311,17 +386,28 @@ fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String>
             Ok(())
         });
     }
-    command.spawn().map_err(|e| format!("start {}: {e}", program.display()))
+    command
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", program.display()))
 }
 
-fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool, child: &mut Child, log: &Path) -> Result<(), String> {
+fn wait_until(
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+    child: &mut Child,
+    log: &Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("{} exited ({status}):\n{}", log.display(), log_tail(log)));
+            return Err(format!(
+                "{} exited ({status}):\n{}",
+                log.display(),
+                log_tail(log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -338,7 +424,10 @@ fn free_ports() -> Result<[u16; 3], String> {
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("find a free port: {e}"))?;
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect();
     Ok([ports[0], ports[1], ports[2]])
 }
 
@@ -347,7 +436,10 @@ fn free_ports() -> Result<[u16; 3], String> {
 /// only recorded in the `kubernetes` Endpoints; no traffic goes to it).
 fn advertise_address() -> Result<Option<String>, String> {
     let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let has_default_route = routes.lines().skip(1).any(|line| line.split_whitespace().nth(1) == Some("00000000"));
+    let has_default_route = routes
+        .lines()
+        .skip(1)
+        .any(|line| line.split_whitespace().nth(1) == Some("00000000"));
     if has_default_route {
         return Ok(None);
     }
@@ -359,7 +451,9 @@ fn advertise_address() -> Result<Option<String>, String> {
         .filter_map(|pair| pair[0].trim().strip_prefix("|-- "))
         .find(|address| !address.starts_with("127."))
         .map(|address| Some(address.to_string()))
-        .ok_or_else(|| "no default route and no non-loopback IPv4 address for --advertise-address".into())
+        .ok_or_else(|| {
+            "no default route and no non-loopback IPv4 address for --advertise-address".into()
+        })
 }
 
 fn log_tail(path: &Path) -> String {
@@ -386,8 +480,8 @@ struct Pki {
 /// x509 authenticator's group mapping) and a service-account signing key.
 fn write_pki(run_dir: &Path) -> Result<Pki, String> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
     let err = |e: rcgen::Error| format!("generate test certificates: {e}");
     let dir = run_dir.join("pki");
@@ -396,9 +490,15 @@ fn write_pki(run_dir: &Path) -> Result<Pki, String> {
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, "ecs-testenv-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ecs-testenv-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -410,15 +510,21 @@ fn write_pki(run_dir: &Path) -> Result<Pki, String> {
         "kubernetes.default.svc".to_string(),
     ])
     .map_err(err)?;
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(err)?;
 
     let admin_key = KeyPair::generate().map_err(err)?;
     let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     admin.distinguished_name = DistinguishedName::new();
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    admin.distinguished_name.push(DnType::CommonName, "testenv-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "testenv-admin");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(err)?;
 

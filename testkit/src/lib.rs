@@ -5,3 +5,15 @@ pub mod control_plane;
 pub mod sim;
 
 pub use control_plane::{ControlPlane, TestNamespace, control_plane, test_namespace};
+
+/// A plain HTTP client for talking to local test servers. The workspace builds reqwest with
+/// `rustls-no-provider` (the controller passes ring to its own client explicitly), so a client
+/// built with defaults needs a process-wide crypto provider: install ring once.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client builds")
+}

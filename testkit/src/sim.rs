@@ -101,11 +101,7 @@ impl EcsSim {
             Ok(Err(e)) => panic!("cannot read the ready line of ecs-sim: {e}"),
             Err(_) => panic!("ecs-sim did not report ready within {START_TIMEOUT:?}"),
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client builds");
+        let http = crate::http_client();
         EcsSim {
             child,
             endpoint,

@@ -32,7 +32,7 @@ pub fn nonce() -> String {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    testkit::http_client()
 }
 
 /// A response reduced to what the tests look at.

@@ -1,0 +1,278 @@
+//! Shared by the controller's integration tests: a namespace on the test control plane, an ECS
+//! simulator, the controller running in-process against both, and polling helpers.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{sync::Arc, time::Duration};
+
+use ecs_client::{ClientConfig, Credentials, EcsClient};
+use ecs_instance_controller::{
+    EcsInstance,
+    conditions::find,
+    pacing::Timings,
+    reconciler::{self, Context},
+};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use testkit::{
+    TestNamespace,
+    sim::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, EcsSim},
+    test_namespace,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const REGION: &str = "cn-hangzhou";
+
+/// Short paces so the flows finish in seconds.
+pub fn fast_timings() -> Timings {
+    Timings {
+        transition: Duration::from_millis(200),
+        waiting: Duration::from_millis(300),
+        steady: Duration::from_secs(2),
+        recheck: Duration::from_secs(1),
+        backoff_base: Duration::from_millis(200),
+        throttled_base: Duration::from_millis(300),
+        slow_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(2),
+        stop_grace: Duration::from_secs(1),
+    }
+}
+
+pub struct Harness {
+    pub ns: TestNamespace,
+    pub sim: EcsSim,
+    pub api: Api<EcsInstance>,
+    controller: Option<Controller>,
+}
+
+struct Controller {
+    task: JoinHandle<()>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Harness {
+    /// A namespace, a simulator, and the controller watching that namespace.
+    pub async fn start(prefix: &str) -> Harness {
+        Self::start_with(prefix, &[], fast_timings()).await
+    }
+
+    pub async fn start_with(prefix: &str, sim_args: &[&str], timings: Timings) -> Harness {
+        let ns = test_namespace(prefix).await;
+        let sim = EcsSim::start_with_args(sim_args).await;
+        let api = Api::namespaced(ns.client.clone(), &ns.name);
+        let mut harness = Harness {
+            ns,
+            sim,
+            api,
+            controller: None,
+        };
+        harness.start_controller(timings);
+        harness
+    }
+
+    pub fn start_controller(&mut self, timings: Timings) {
+        let ecs = EcsClient::new(ClientConfig {
+            endpoint_override: Some(self.sim.endpoint().to_string()),
+            ..Default::default()
+        })
+        .expect("ECS client");
+        let credentials = Credentials::new(ACCESS_KEY_ID, ACCESS_KEY_SECRET, None);
+        let ctx = Arc::new(Context::new(
+            self.ns.client.clone(),
+            ecs,
+            Some(credentials),
+            timings,
+        ));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let namespace = self.ns.name.clone();
+        let task = tokio::spawn(reconciler::run(ctx, Some(namespace), 8, async move {
+            let _ = stopped.await;
+        }));
+        self.controller = Some(Controller {
+            task,
+            _shutdown: shutdown,
+        });
+    }
+
+    /// Ends the controller at once, wherever it is (like a killed process).
+    pub async fn kill_controller(&mut self) {
+        if let Some(controller) = self.controller.take() {
+            controller.task.abort();
+            let _ = controller.task.await;
+        }
+    }
+
+    pub async fn seed(&self, instance_id: &str, attrs: Value) {
+        let mut spec = json!({ "instanceId": instance_id, "regionId": REGION });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(attrs.as_object().cloned().unwrap_or_default());
+        self.sim.seed(json!([spec])).await;
+    }
+
+    pub async fn create(&self, name: &str, instance_id: &str, spec: Value) -> EcsInstance {
+        let mut full = json!({ "instanceId": instance_id, "regionId": REGION });
+        full.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().cloned().unwrap_or_default());
+        let body = json!({
+            "apiVersion": "ecs.alicloud.dev/v1alpha1",
+            "kind": "EcsInstance",
+            "metadata": { "name": name },
+            "spec": full,
+        });
+        self.api
+            .patch(name, &PatchParams::apply("test"), &Patch::Apply(&body))
+            .await
+            .expect("apply EcsInstance")
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete EcsInstance");
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        let body = json!({ "spec": spec });
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .expect("patch spec");
+    }
+
+    /// Waits until the resource satisfies `check`; panics with the last status seen.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&EcsInstance) -> bool,
+    ) -> EcsInstance {
+        let mut last = None;
+        for _ in 0..300 {
+            if let Some(resource) = self.api.get_opt(name).await.expect("get") {
+                if check(&resource) {
+                    return resource;
+                }
+                last = Some(resource);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{name}: timed out after 30 s waiting for {what}; last seen: {:#?}",
+            last.map(|r| r.status)
+        );
+    }
+
+    pub async fn wait_for_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> EcsInstance {
+        self.wait_for(name, &format!("{type_}={status} reason {reason}"), |r| {
+            has_condition(r, type_, status, reason)
+        })
+        .await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        for _ in 0..300 {
+            if self.api.get_opt(name).await.expect("get").is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let resource = self.api.get_opt(name).await.expect("get");
+        panic!(
+            "{name}: still there after 30 s: {:#?}",
+            resource.map(|r| r.status)
+        );
+    }
+
+    /// The simulator's calls of one action (optionally for one instance).
+    pub async fn calls(&self, action: &str, instance_id: Option<&str>) -> Vec<Value> {
+        self.sim
+            .calls(Some(action))
+            .await
+            .into_iter()
+            .filter(|call| instance_id.is_none_or(|id| call_mentions(call, id)))
+            .collect()
+    }
+
+    /// `(type, reason)` of the events about one resource, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        let mut list: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        list.into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn wait_for_event(&self, name: &str, reason: &str) -> (String, String, String) {
+        for _ in 0..100 {
+            if let Some(event) = self
+                .events(name)
+                .await
+                .into_iter()
+                .find(|(_, r, _)| r == reason)
+            {
+                return event;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{name}: no {reason} event; events: {:#?}",
+            self.events(name).await
+        );
+    }
+}
+
+pub fn call_mentions(call: &Value, instance_id: &str) -> bool {
+    let params = &call["params"];
+    params["InstanceId"].as_str() == Some(instance_id)
+        || params["InstanceIds"]
+            .as_str()
+            .is_some_and(|ids| ids.contains(&format!("\"{instance_id}\"")))
+}
+
+pub fn call_succeeded(call: &Value) -> bool {
+    call["httpStatus"] == 200
+}
+
+pub fn has_condition(resource: &EcsInstance, type_: &str, status: &str, reason: &str) -> bool {
+    resource
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, type_))
+        .is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+pub fn condition_message(resource: &EcsInstance, type_: &str) -> String {
+    resource
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
