@@ -1,11 +1,14 @@
 //! The `EcsInstance` controller: ties the release of Alibaba Cloud ECS instances to the life of
 //! Kubernetes resources.
 
+pub mod cli;
 pub mod conditions;
 pub mod decision;
+pub mod metrics;
 pub mod pacing;
 pub mod reconciler;
 pub mod resource;
+pub mod server;
 
 pub use resource::{EcsInstance, EcsInstanceSpec, EcsInstanceStatus};
 

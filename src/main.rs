@@ -1,1 +1,213 @@
-fn main() {}
+//! The controller binary: flags, logging, clients, the operational endpoints, optional leader
+//! election, and one reconcile loop per watched namespace (or one for all).
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use ecs_client::{ClientConfig, Credentials, EcsClient, RateLimitConfig};
+use ecs_instance_controller::{
+    cli::{Args, LogFormat},
+    metrics::Metrics,
+    pacing::Timings,
+    reconciler::{self, Context},
+    server::{self, Readiness},
+};
+use futures::future::join_all;
+use kube::{Client, Config, config::KubeConfigOptions};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = kube_client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ecs = EcsClient::new(ClientConfig {
+        endpoint_override: args.ecs_endpoint.clone(),
+        signing: args.signing_method,
+        rate_limit: RateLimitConfig {
+            qps: args.ecs_qps,
+            burst: args.ecs_burst,
+            ..Default::default()
+        },
+        observer: Some(metrics.clone()),
+        ..Default::default()
+    })
+    .map_err(|e| format!("ECS client: {e}"))?;
+    let configured = [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some());
+    let default_credentials = if configured {
+        Some(Credentials::from_env().map_err(|e| format!("controller {e}"))?)
+    } else {
+        warn!(
+            "no ALIBABA_CLOUD_* credentials: only resources with spec.credentialsRef can be released"
+        );
+        None
+    };
+    let timings = Timings {
+        steady: args.resync_period,
+        recheck: args.resync_period,
+        transition: args.transition_poll,
+        ..Default::default()
+    };
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let readiness = Readiness::default();
+    server::serve(
+        args.metrics_addr,
+        args.health_addr,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "bind metrics {} / health {}: {e}",
+            args.metrics_addr, args.health_addr
+        )
+    })?;
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        ecs,
+        default_credentials,
+        timings,
+        metrics,
+    ));
+    if args.leader_election {
+        readiness.set_ready();
+        lead_then_run(&args, client, ctx, shutdown).await
+    } else {
+        readiness.set_ready();
+        run_controllers(&args, ctx, shutdown).await;
+        Ok(())
+    }
+}
+
+async fn kube_client(args: &Args) -> Result<Client, String> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| format!("Kubernetes configuration: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted; shutting down"),
+        _ = terminate.recv() => info!("terminated; shutting down"),
+    }
+    shutdown.cancel();
+}
+
+async fn run_controllers(args: &Args, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let namespaces: Vec<Option<String>> = match args
+        .namespaces
+        .iter()
+        .filter(|ns| !ns.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        list if list.is_empty() => vec![None],
+        list => list.into_iter().map(Some).collect(),
+    };
+    info!(?namespaces, "controller running");
+    join_all(namespaces.into_iter().map(|namespace| {
+        reconciler::run(
+            ctx.clone(),
+            namespace,
+            args.concurrency,
+            shutdown.clone().cancelled_owned(),
+        )
+    }))
+    .await;
+    info!("controller stopped");
+}
+
+/// Waits for the Lease, runs while holding it, and exits with an error when it is lost, so the
+/// process restarts as a follower rather than reconciling next to the new leader.
+async fn lead_then_run(
+    args: &Args,
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let duration = args.leader_election_lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client, &args.leader_election_lease)
+        .with_namespace(&args.leader_election_namespace)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| format!("leader election: {e}"))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(%identity, lease = %args.leader_election_lease, "waiting for the Lease");
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            changed = leading.changed() => changed.map_err(|_| "leader election stopped".to_string())?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    info!(%identity, "holding the Lease; reconciling");
+    let controllers = shutdown.child_token();
+    let lost = async {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow_and_update() {
+                break;
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = run_controllers(args, ctx, controllers.clone()) => Ok(()),
+        _ = lost => {
+            controllers.cancel();
+            Err("lost the Lease; exiting so that only the new leader reconciles".to_string())
+        }
+    };
+    drop(leading);
+    let _ = lease_task.await;
+    result
+}

@@ -31,7 +31,9 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
+    conditions,
     decision::{self, CloudCall, EventSpec, Input, Next, Observation},
+    metrics::Metrics,
     pacing::{FailureCounts, Timings},
     resource::{EcsInstance, EcsInstanceStatus, FINALIZER},
 };
@@ -72,6 +74,7 @@ pub struct Context {
     /// The controller's own credentials (`ALIBABA_CLOUD_*`), for resources without a Secret.
     pub default_credentials: Option<Credentials>,
     pub timings: Timings,
+    pub metrics: Arc<Metrics>,
     failures: FailureCounts,
     stop_requests: Mutex<HashMap<ObjectRef<EcsInstance>, Instant>>,
 }
@@ -82,6 +85,7 @@ impl Context {
         ecs: EcsClient,
         default_credentials: Option<Credentials>,
         timings: Timings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -93,6 +97,7 @@ impl Context {
             ecs,
             default_credentials,
             timings,
+            metrics,
             failures: FailureCounts::default(),
             stop_requests: Mutex::new(HashMap::new()),
         }
@@ -195,6 +200,7 @@ fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) ->
         return Action::requeue(delay);
     }
     warn!(%error, resource = %ObjectRef::from_obj(resource.as_ref()), "reconcile error");
+    ctx.metrics.reconcile_failed("KubernetesApiError");
     let pace = decision::Pace::Backoff(decision::Backoff::Normal);
     Action::requeue(
         ctx.failures
@@ -233,8 +239,18 @@ impl Context {
         }
         self.write_status(api, resource, &decision.status).await?;
         self.publish(resource, &decision.events).await;
+        self.metrics.reconciled();
+        for event in decision.events.iter().filter(|e| e.warning) {
+            self.metrics.reconcile_failed(&event.reason);
+        }
+        let deleting = decision::is_deleting(resource);
         match decision.next {
             Next::RemoveFinalizer => {
+                if let Some(since) = &resource.metadata.deletion_timestamp {
+                    let elapsed = Timestamp::now().duration_since(since.0);
+                    self.metrics
+                        .released(&object, elapsed.try_into().unwrap_or_default());
+                }
                 self.failures.forget(&object);
                 self.stop_requests
                     .lock()
@@ -245,7 +261,9 @@ impl Context {
             }
             Next::Requeue(pace) => {
                 let delay = self.failures.delay(&self.timings, &object, pace);
-                if decision::is_deleting(resource) {
+                let stalled = conditions::is_true(&decision.status.conditions, conditions::STALLED);
+                self.metrics.deletion_state(&object, deleting, stalled);
+                if deleting {
                     Err(Error::ReleaseInProgress(delay))
                 } else {
                     Ok(Action::requeue(delay))

@@ -86,6 +86,7 @@ impl Harness {
             ecs,
             Some(credentials),
             timings,
+            Arc::default(),
         ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let namespace = self.ns.name.clone();

@@ -1,0 +1,157 @@
+//! The controller's command line: every flag also reads an environment variable, so the same
+//! binary runs from a shell, a Deployment or the local run.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use ecs_client::SigningMethod;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecs-instance-controller",
+    version,
+    about = "Releases Alibaba Cloud ECS instances when their EcsInstance resources are deleted",
+    long_about = "Watches EcsInstance resources (ecs.alicloud.dev/v1alpha1). When one is deleted, waits until its \
+                  ECS instance is Stopped (or stops it), calls DeleteInstance, records the outcome and every ECS \
+                  error code in status conditions, and only then removes the finalizer.\n\n\
+                  Controller-wide credentials come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET \
+                  and optionally ALIBABA_CLOUD_SECURITY_TOKEN; a resource may name its own Secret instead \
+                  (spec.credentialsRef)."
+)]
+pub struct Args {
+    /// Kubeconfig to use. Default: the in-cluster service account, else ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// ECS endpoint for every region instead of https://ecs.<region>.aliyuncs.com (plain HTTP
+    /// only on loopback, e.g. the ecs-sim simulator at http://127.0.0.1:9100).
+    #[arg(long, env = "ECS_ENDPOINT")]
+    pub ecs_endpoint: Option<String>,
+
+    /// Request signing: v3 (ACS3-HMAC-SHA256) or v1 (HMAC-SHA1, SignatureVersion 1.0).
+    #[arg(long, env = "ECS_SIGNING_METHOD", default_value = "v3")]
+    pub signing_method: SigningMethod,
+
+    /// Steady ECS calls per second, per endpoint and action (lowered automatically on Throttling).
+    #[arg(long, env = "ECS_QPS", default_value_t = 10.0)]
+    pub ecs_qps: f64,
+
+    /// ECS calls allowed at once after a quiet period, per endpoint and action.
+    #[arg(long, env = "ECS_BURST", default_value_t = 20)]
+    pub ecs_burst: u32,
+
+    /// Resources reconciled at the same time (per watched namespace).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+
+    /// Namespaces to watch, comma-separated. Empty: all namespaces.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaces: Vec<String>,
+
+    /// Address of the Prometheus metrics endpoint (/metrics).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Address of the health endpoints (/healthz liveness, /readyz readiness).
+    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Run for a Lease so that, of several replicas, only one reconciles at a time.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE",
+        default_value = "ecs-instance-controller"
+    )]
+    pub leader_election_lease: String,
+
+    /// How long a Lease stays held without renewal before another replica takes over.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// Identity in the Lease (default: POD_NAME, else the host name and process ID).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Resync period of a steady resource (jittered ±20%).
+    #[arg(long, env = "RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub resync_period: Duration,
+
+    /// Polling period while an instance is changing state (stopping, releasing).
+    #[arg(long, env = "TRANSITION_POLL", default_value = "3s", value_parser = parse_duration)]
+    pub transition_poll: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `500ms`, `3s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {value:?} (e.g. 500ms, 3s, 5m)"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {value:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let args = Args::try_parse_from([
+            "ecs-instance-controller",
+            "--namespaces=a,b",
+            "--signing-method=v1",
+            "--ecs-qps=2.5",
+        ])
+        .unwrap();
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert_eq!(args.signing_method, SigningMethod::HmacSha1);
+        assert_eq!(args.ecs_qps, 2.5);
+        assert_eq!(args.concurrency, 8);
+        assert!(!args.leader_election);
+        assert!(Args::try_parse_from(["ecs-instance-controller", "--signing-method=v9"]).is_err());
+    }
+}
