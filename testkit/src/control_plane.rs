@@ -1,26 +1,23 @@
 //! A real etcd + kube-apiserver on loopback, started once per test binary (envtest-style).
 //!
 //! The binaries come from `scripts/build-testbin.sh` (built from the Go module proxy and cached
-//! outside the repository). The processes are started from a supervisor thread that lives as long
-//! as the test binary, with `PR_SET_PDEATHSIG`, so they end when the test binary ends — however it
-//! ends — and nothing else is ever signalled.
+//! outside the repository). They end with the test binary (see `supervisor`).
 
 use std::{
     collections::BTreeMap,
     fs,
     io::Read,
     net::TcpListener,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
-        mpsc,
     },
     time::{Duration, Instant},
 };
 
+use crate::supervisor::spawn_for_test_binary;
 use k8s_openapi::{
     api::core::v1::Namespace,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -102,26 +99,11 @@ pub async fn test_namespace(prefix: &str) -> TestNamespace {
     TestNamespace { client, name }
 }
 
-/// Starts the control plane from a thread that never ends, so `PR_SET_PDEATHSIG` (which follows
-/// the spawning *thread*) fires only when the whole test binary exits.
+/// Runs the start-up on a thread of its own: it drives a tokio runtime, which cannot nest in
+/// the calling test's runtime.
 fn start_supervised() -> Result<ControlPlane, String> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("control-plane-supervisor".into())
-        .spawn(move || {
-            let result = start_with_retries();
-            let started = result.is_ok();
-            let _ = ready_tx.send(result);
-            if started {
-                loop {
-                    std::thread::park();
-                }
-            }
-        })
-        .map_err(|e| format!("spawn supervisor thread: {e}"))?;
-    ready_rx
-        .recv()
-        .map_err(|_| "the supervisor thread died".to_string())?
+    std::thread::scope(|scope| scope.spawn(start_with_retries).join())
+        .map_err(|_| "control plane start-up panicked".to_string())?
 }
 
 fn start_with_retries() -> Result<ControlPlane, String> {
@@ -267,9 +249,8 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
             log_tail(&apiserver_log)
         ));
     }
-    // The children are deliberately leaked to the supervisor thread: PDEATHSIG ends them.
-    std::mem::forget(apiserver);
-    std::mem::forget(etcd);
+    // Not killed on drop: they run until the test binary exits (PDEATHSIG ends them).
+    drop((apiserver, etcd));
     Ok(plane)
 }
 
@@ -377,18 +358,7 @@ fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String>
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(stderr);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", program.display()))
+    spawn_for_test_binary(command).map_err(|e| format!("start {}: {e}", program.display()))
 }
 
 fn wait_until(

@@ -3,6 +3,7 @@
 
 pub mod control_plane;
 pub mod sim;
+pub mod supervisor;
 
 pub use control_plane::{ControlPlane, TestNamespace, control_plane, test_namespace};
 

@@ -26,35 +26,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `$ECS_SIM_BIN`, else `ecs-sim` in the target profile directory of the running test executable.
 pub fn sim_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ECS_SIM_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the path of the running test executable");
-    let mut dir = exe
-        .parent()
-        .expect("the test executable lives in a directory")
-        .to_path_buf();
-    // Test executables live in `<profile>/deps`, binaries in `<profile>`.
-    if dir.file_name().is_some_and(|name| name == "deps") {
-        dir.pop();
-    }
-    let binary = dir.join(format!("ecs-sim{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "the ECS simulator binary is missing at {}; build it first: cargo build -p ecs-sim \
-         (or set ECS_SIM_BIN)",
-        binary.display()
-    );
-    binary
+    crate::supervisor::workspace_binary("ecs-sim", "ECS_SIM_BIN")
 }
 
-/// A running simulator. Dropping it kills this child process (and nothing else).
+/// A simulator: a child process this value owns (dropping it kills that child and nothing
+/// else), or one running elsewhere that tests only talk to ([`EcsSim::attach`]).
 pub struct EcsSim {
-    child: Child,
+    child: Option<Child>,
     endpoint: String,
     http: reqwest::Client,
     /// Held so the child never writes into a closed pipe.
-    _stdout: BufReader<ChildStdout>,
+    _stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl EcsSim {
@@ -103,10 +85,20 @@ impl EcsSim {
         };
         let http = crate::http_client();
         EcsSim {
-            child,
+            child: Some(child),
             endpoint,
             http,
-            _stdout: stdout,
+            _stdout: Some(stdout),
+        }
+    }
+
+    /// The admin API of a simulator started elsewhere (a shared one, or one in a cluster).
+    pub fn attach(endpoint: &str) -> EcsSim {
+        EcsSim {
+            child: None,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            http: crate::http_client(),
+            _stdout: None,
         }
     }
 
@@ -117,7 +109,7 @@ impl EcsSim {
 
     /// The simulator's process ID (for resource measurements), `None` once it has exited.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref().and_then(Child::id)
     }
 
     async fn admin(
@@ -241,6 +233,8 @@ impl EcsSim {
 impl Drop for EcsSim {
     fn drop(&mut self) {
         // Kills only this child; kill_on_drop is the backstop if this fails.
-        let _ = self.child.start_kill();
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
     }
 }
