@@ -1,6 +1,7 @@
 //! Processes that live exactly as long as the test binary: spawned from one thread that never
 //! ends, with `PR_SET_PDEATHSIG` (which follows the spawning *thread*, not the process), so they
-//! get SIGKILL (throw-away state: nothing to shut down gracefully) when the test binary exits however it exits — and nothing else is signalled.
+//! get SIGKILL when the test binary exits, however it exits (their state is throw-away), and
+//! nothing else is ever signalled.
 
 use std::{
     io,
