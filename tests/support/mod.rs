@@ -63,15 +63,20 @@ impl Harness {
     pub async fn start_with(prefix: &str, sim_args: &[&str], timings: Timings) -> Harness {
         let ns = test_namespace(prefix).await;
         let sim = EcsSim::start_with_args(sim_args).await;
+        let mut harness = Harness::attached(ns, sim);
+        harness.start_controller(timings);
+        harness
+    }
+
+    /// The helpers only, for a controller running elsewhere (a separate process or a cluster).
+    pub fn attached(ns: TestNamespace, sim: EcsSim) -> Harness {
         let api = Api::namespaced(ns.client.clone(), &ns.name);
-        let mut harness = Harness {
+        Harness {
             ns,
             sim,
             api,
             controller: None,
-        };
-        harness.start_controller(timings);
-        harness
+        }
     }
 
     pub fn start_controller(&mut self, timings: Timings) {
@@ -247,6 +252,75 @@ impl Harness {
             self.events(name).await
         );
     }
+}
+
+/// Free loopback ports (bound and released; good enough on a test machine).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local address").port())
+}
+
+/// The real controller binary as a separate process (ending with the test binary), pointed at
+/// the test control plane and a simulator. Returns the child and its metrics and health URLs.
+pub fn spawn_controller_binary(
+    sim_endpoint: &str,
+    access_key: (&str, &str),
+    extra_args: &[&str],
+    log: &std::path::Path,
+) -> (std::process::Child, String, String) {
+    let plane = testkit::control_plane();
+    let [metrics_port, health_port] = free_ports();
+    let binary =
+        testkit::supervisor::workspace_binary("ecs-instance-controller", "ECS_CONTROLLER_BIN");
+    let log_file = std::fs::File::create(log).expect("controller log file");
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+        .arg(format!("--ecs-endpoint={sim_endpoint}"))
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .arg(format!("--health-addr=127.0.0.1:{health_port}"))
+        .args(["--transition-poll=200ms", "--resync-period=2s"])
+        .args(extra_args)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", access_key.0)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", access_key.1)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log handle"))
+        .stderr(log_file);
+    let child =
+        testkit::supervisor::spawn_for_test_binary(command).expect("start the controller binary");
+    let health = format!("http://127.0.0.1:{health_port}");
+    (
+        child,
+        format!("http://127.0.0.1:{metrics_port}/metrics"),
+        health,
+    )
+}
+
+/// GET a URL on a test server: `(status, body)`, or `None` when nothing answers.
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = testkit::http_client().get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+/// Waits until a controller's readiness endpoint answers 200.
+pub async fn wait_ready(health_url: &str, log: &std::path::Path) {
+    for _ in 0..300 {
+        if http_get(&format!("{health_url}/readyz"))
+            .await
+            .is_some_and(|(status, _)| status == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the controller never became ready; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 pub fn call_mentions(call: &Value, instance_id: &str) -> bool {
