@@ -141,8 +141,12 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
+            match result {
+                // A release in progress is not a failure: the decision already logged and recorded it.
+                Err(controller::Error::ReconcilerFailed(error, _))
+                    if error.release_in_progress().is_some() => {}
+                Err(error) => warn!(%error, "reconcile failed"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -378,6 +382,11 @@ impl Context {
     async fn publish(&self, resource: &EcsInstance, events: &[EventSpec]) {
         let reference = resource.object_ref(&());
         for event in events {
+            if event.warning {
+                warn!(resource = %ObjectRef::from_obj(resource), reason = %event.reason, "{}", event.note);
+            } else {
+                info!(resource = %ObjectRef::from_obj(resource), reason = %event.reason, "{}", event.note);
+            }
             let event = Event {
                 type_: if event.warning {
                     EventType::Warning
