@@ -41,14 +41,7 @@ fn start_local() -> LocalEnv {
     let plane = testkit::control_plane();
     let mut command = Command::new(testkit::sim::sim_binary());
     command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--transition-ms",
-            "200",
-            "--release-linger-ms",
-            "500",
-        ])
+        .args(testkit::sim::TEST_ARGS)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -59,7 +52,7 @@ fn start_local() -> LocalEnv {
         .expect("ecs-sim ready line");
     let sim_endpoint = ready
         .trim()
-        .strip_prefix("ecs-sim listening on ")
+        .strip_prefix(testkit::sim::READY_PREFIX)
         .expect("ecs-sim ready line")
         .to_string();
 
@@ -86,17 +79,7 @@ async fn harness(prefix: &str) -> (Harness, Option<String>) {
     if let Ok(sim_url) = std::env::var("E2E_SIM_URL") {
         let client = Client::try_default().await.expect("KUBECONFIG");
         let name = format!("e2e-{prefix}-{}-{}", std::process::id(), next());
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("create namespace");
+        testkit::create_namespace(&client, &name).await;
         return (
             Harness::attached(TestNamespace { client, name }, EcsSim::attach(&sim_url)),
             None,
@@ -136,12 +119,7 @@ async fn a_stopped_instance_is_released_and_counted() {
     let deletes = h.calls("DeleteInstance", Some(&id)).await;
     assert_eq!(deletes.len(), 1, "{deletes:#?}");
     assert!(call_succeeded(&deletes[0]));
-    let reasons: Vec<String> = h
-        .events("web-1")
-        .await
-        .into_iter()
-        .map(|(_, reason, _)| reason)
-        .collect();
+    let reasons = h.event_reasons("web-1").await;
     assert!(
         reasons.contains(&"ReleaseRequested".to_string())
             && reasons.contains(&"Released".to_string()),

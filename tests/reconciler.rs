@@ -49,12 +49,7 @@ async fn a_stopped_instance_is_released_and_the_resource_disappears() {
         h.sim.instance("i-bp1stopped0001").await.is_none(),
         "released in the simulator"
     );
-    let reasons: Vec<String> = h
-        .events("web-1")
-        .await
-        .into_iter()
-        .map(|(_, reason, _)| reason)
-        .collect();
+    let reasons = h.event_reasons("web-1").await;
     assert!(
         reasons.contains(&"ReleaseRequested".to_string())
             && reasons.contains(&"Released".to_string()),
@@ -131,12 +126,7 @@ async fn stop_and_force_stop_call_stop_instance_then_release() {
             stops[0]["seq"].as_u64() < deletes[0]["seq"].as_u64(),
             "stop before release"
         );
-        let reasons: Vec<String> = h
-            .events(name)
-            .await
-            .into_iter()
-            .map(|(_, r, _)| r)
-            .collect();
+        let reasons = h.event_reasons(name).await;
         assert!(
             reasons.contains(&"StopRequested".to_string()),
             "{reasons:?}"

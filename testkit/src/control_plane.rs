@@ -80,14 +80,19 @@ pub struct TestNamespace {
 /// Creates a fresh namespace for one test. Namespaces are never deleted: without
 /// kube-controller-manager they would stay `Terminating`, and each test binary has its own etcd.
 pub async fn test_namespace(prefix: &str) -> TestNamespace {
-    let plane = control_plane();
-    let client = plane.client().await;
+    let client = control_plane().client().await;
     // Each test binary has its own etcd, so a counter makes names unique.
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    create_namespace(&client, &name).await;
+    TestNamespace { client, name }
+}
+
+/// Creates a namespace (panics with the reason when the API server refuses).
+pub async fn create_namespace(client: &Client, name: &str) {
     let namespace = Namespace {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_string()),
             ..Default::default()
         },
         ..Default::default()
@@ -95,8 +100,7 @@ pub async fn test_namespace(prefix: &str) -> TestNamespace {
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await
-        .unwrap_or_else(|e| panic!("create test namespace {name}: {e}"));
-    TestNamespace { client, name }
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
 }
 
 /// Runs the start-up on a thread of its own: it drives a tokio runtime, which cannot nest in

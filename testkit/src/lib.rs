@@ -5,7 +5,9 @@ pub mod control_plane;
 pub mod sim;
 pub mod supervisor;
 
-pub use control_plane::{ControlPlane, TestNamespace, control_plane, test_namespace};
+pub use control_plane::{
+    ControlPlane, TestNamespace, control_plane, create_namespace, test_namespace,
+};
 
 /// A plain HTTP client for talking to local test servers. The workspace builds reqwest with
 /// `rustls-no-provider` (the controller passes ring to its own client explicitly), so a client

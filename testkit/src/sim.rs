@@ -21,7 +21,18 @@ use tokio::process::{Child, ChildStdout, Command};
 pub const ACCESS_KEY_ID: &str = "testid";
 pub const ACCESS_KEY_SECRET: &str = "testsecret";
 
-const READY_PREFIX: &str = "ecs-sim listening on ";
+/// The first line `ecs-sim` prints once it serves, followed by its URL.
+pub const READY_PREFIX: &str = "ecs-sim listening on ";
+
+/// A free loopback port and fast transitions (`--transition-ms 200`, `--release-linger-ms 500`).
+pub const TEST_ARGS: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--transition-ms",
+    "200",
+    "--release-linger-ms",
+    "500",
+];
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `$ECS_SIM_BIN`, else `ecs-sim` in the target profile directory of the running test executable.
@@ -50,14 +61,7 @@ impl EcsSim {
     pub async fn start_with_args(args: &[&str]) -> EcsSim {
         let binary = sim_binary();
         let mut child = Command::new(&binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--transition-ms",
-                "200",
-                "--release-linger-ms",
-                "500",
-            ])
+            .args(TEST_ARGS)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

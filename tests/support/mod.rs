@@ -235,6 +235,15 @@ impl Harness {
             .collect()
     }
 
+    /// The reasons of the events about one resource, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .map(|(_, reason, _)| reason)
+            .collect()
+    }
+
     pub async fn wait_for_event(&self, name: &str, reason: &str) -> (String, String, String) {
         for _ in 0..100 {
             if let Some(event) = self
