@@ -20,11 +20,7 @@ use std::{
 };
 
 use ecs_instance_controller::conditions::{READY, RECONCILING, STALLED};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::Client;
 use serde_json::json;
 use support::{Harness, call_succeeded, has_condition, http_get};
 use testkit::{TestNamespace, sim::EcsSim};
@@ -33,6 +29,8 @@ use testkit::{TestNamespace, sim::EcsSim};
 struct LocalEnv {
     sim_endpoint: String,
     metrics_url: String,
+    /// The simulator and the controller: they run until this test binary exits.
+    _processes: [std::process::Child; 2],
 }
 
 static LOCAL: OnceLock<LocalEnv> = OnceLock::new();
@@ -57,7 +55,7 @@ fn start_local() -> LocalEnv {
         .to_string();
 
     let log: PathBuf = plane.run_dir.join("controller-e2e.log");
-    let (_controller, metrics_url, health_url) = support::spawn_controller_binary(
+    let (controller, metrics_url, health_url) = support::spawn_controller_binary(
         &sim_endpoint,
         (testkit::sim::ACCESS_KEY_ID, testkit::sim::ACCESS_KEY_SECRET),
         &["--log-format=json"],
@@ -71,6 +69,7 @@ fn start_local() -> LocalEnv {
     LocalEnv {
         sim_endpoint,
         metrics_url,
+        _processes: [sim, controller],
     }
 }
 
