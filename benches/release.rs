@@ -44,7 +44,7 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The production defaults (`Timings::default()`: transition 3 s, waiting 20 s, steady and
 /// recheck 5 min, backoff 2 s … 10 min) shortened so a run takes minutes, keeping their
 /// proportions. The ECS client keeps its production defaults (10 calls/s per action and region,
-/// burst 20; 20 ms batching window), as does the controller's concurrency (8).
+/// burst 20; 20 ms batching window), as does the controller's concurrency (`reconciler::DEFAULT_CONCURRENCY`).
 fn bench_timings() -> Timings {
     Timings {
         transition: Duration::from_secs(1),

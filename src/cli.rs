@@ -41,7 +41,7 @@ pub struct Args {
     pub ecs_burst: u32,
 
     /// Resources reconciled at the same time (per watched namespace).
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = crate::reconciler::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
 
     /// Namespaces to watch, comma-separated. Empty: all namespaces.
@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(args.namespaces, ["a", "b"]);
         assert_eq!(args.signing_method, SigningMethod::HmacSha1);
         assert_eq!(args.ecs_qps, 2.5);
-        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.concurrency, 64);
         assert!(!args.leader_election);
         assert!(Args::try_parse_from(["ecs-instance-controller", "--signing-method=v9"]).is_err());
     }

@@ -38,6 +38,11 @@ use crate::{
     resource::{EcsInstance, EcsInstanceStatus, FINALIZER},
 };
 
+/// Resources reconciled at once by default. Passes mostly wait on ECS (the rate limiter, the
+/// `DescribeInstances` batcher), and the more lookups wait together, the fuller each batch: with
+/// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
+
 /// The field manager of the controller's status writes.
 pub const MANAGER: &str = "ecs-instance-controller";
 

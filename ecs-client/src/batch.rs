@@ -1,9 +1,11 @@
 //! Coalesces concurrent single-instance lookups into `DescribeInstances` calls of up to 100 IDs.
 //!
 //! The first lookup for a key opens a batch and starts its timer; lookups for the same key join
-//! it until the window closes or it holds `max_ids` distinct IDs, whichever comes first. The
-//! batch then runs in its own task (so no waiter's cancellation cancels it) and every waiter gets
-//! its own answer: the instance, `None` when absent, or a clone of the call's error.
+//! it until it holds `max_ids` distinct IDs, or the window has passed *and* the call would be
+//! admitted by the rate limiter (`ready`), whichever comes first — so while the limiter makes
+//! calls wait, batches grow instead of queueing one ID each. The batch then runs in its own task
+//! (so no waiter's cancellation cancels it) and every waiter gets its own answer: the instance,
+//! `None` when absent, or a clone of the call's error.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -20,6 +22,9 @@ use crate::model::Instance;
 /// Fetches one batch of (distinct) IDs.
 pub(crate) type Fetch =
     Box<dyn FnOnce(Vec<String>) -> BoxFuture<'static, Result<Vec<Instance>, EcsError>> + Send>;
+
+/// Resolves when the batch's call would be admitted at once (the rate limiter's turn).
+pub(crate) type Ready = BoxFuture<'static, ()>;
 
 type Answer = Result<Option<Instance>, EcsError>;
 
@@ -72,8 +77,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
         }
     }
 
-    /// Looks `id` up in the batch for `key`. `fetch` is used only if this lookup opens the batch.
-    pub(crate) async fn lookup(&self, key: K, id: &str, fetch: Fetch) -> Answer {
+    /// Looks `id` up in the batch for `key`. `fetch` and `ready` are used only if this lookup
+    /// opens the batch.
+    pub(crate) async fn lookup(&self, key: K, id: &str, fetch: Fetch, ready: Ready) -> Answer {
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,6 +90,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                     key.clone(),
                     generation,
                     self.window,
+                    ready,
                 ));
                 Pending {
                     generation,
@@ -116,15 +123,18 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
     }
 }
 
-/// The batch's timer: when the window ends, run the batch unless it already ran because it
-/// filled up (then a later batch may sit under the same key, told apart by its generation).
+/// The batch's timer: when the window ends and the call's turn has come, run the batch unless it
+/// already ran because it filled up (then a later batch may sit under the same key, told apart
+/// by its generation).
 async fn close_after<K: Hash + Eq>(
     pending: Arc<Mutex<HashMap<K, Pending>>>,
     key: K,
     generation: u64,
     window: Duration,
+    ready: Ready,
 ) {
     tokio::time::sleep(window).await;
+    ready.await;
     let batch = {
         let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get(&key) {
@@ -189,6 +199,39 @@ mod tests {
         }
     }
 
+    /// The rate limiter has no calls waiting.
+    fn at_once() -> Ready {
+        async {}.boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stays_open_until_its_call_would_be_admitted() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let recorder = Recorder::default();
+        let start = Instant::now();
+        // The limiter admits the next call only after 500 ms: lookups arriving meanwhile join.
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                let (b, r) = (batcher.clone(), recorder.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(10 * n)).await;
+                    let turn = async move {
+                        tokio::time::sleep_until(start + Duration::from_millis(500)).await
+                    }
+                    .boxed();
+                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), turn).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let calls = recorder.0.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "one call for lookups spread over 400 ms");
+        assert_eq!(calls[0].1.len(), 40);
+        assert_eq!(calls[0].0 - start, Duration::from_millis(500));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn concurrent_lookups_become_batches_of_at_most_100() {
         let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
@@ -198,7 +241,7 @@ mod tests {
                 let (b, r) = (batcher.clone(), recorder.clone());
                 tokio::spawn(async move {
                     let id = format!("i-{n:04}");
-                    (id.clone(), b.lookup("k", &id, r.fetch()).await)
+                    (id.clone(), b.lookup("k", &id, r.fetch(), at_once()).await)
                 })
             })
             .collect();
@@ -222,7 +265,7 @@ mod tests {
         let recorder = Recorder::default();
         let lookups = ["a", "a", "a", "b"].map(|key| {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup(key, "i-0002", r.fetch()).await })
+            tokio::spawn(async move { b.lookup(key, "i-0002", r.fetch(), at_once()).await })
         });
         for lookup in lookups {
             assert!(lookup.await.unwrap().unwrap().is_some());
@@ -238,11 +281,11 @@ mod tests {
         let start = Instant::now();
         let first = {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup("k", "i-0001", r.fetch()).await })
+            tokio::spawn(async move { b.lookup("k", "i-0001", r.fetch(), at_once()).await })
         };
         tokio::time::sleep(Duration::from_millis(30)).await;
         batcher
-            .lookup("k", "i-0003", recorder.fetch())
+            .lookup("k", "i-0003", recorder.fetch(), at_once())
             .await
             .unwrap();
         first.await.unwrap().unwrap();
@@ -270,7 +313,7 @@ mod tests {
         let tasks: Vec<_> = (0..3)
             .map(|n| {
                 let (b, f) = (batcher.clone(), failing());
-                tokio::spawn(async move { b.lookup("k", &format!("i-{n}"), f).await })
+                tokio::spawn(async move { b.lookup("k", &format!("i-{n}"), f, at_once()).await })
             })
             .collect();
         for task in tasks {
@@ -286,12 +329,14 @@ mod tests {
         let recorder = Recorder::default();
         let cancelled = {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup("k", "i-0002", r.fetch()).await })
+            tokio::spawn(async move { b.lookup("k", "i-0002", r.fetch(), at_once()).await })
         };
         tokio::task::yield_now().await;
         cancelled.abort();
         // The second ID fills the batch (max 2), which runs at once.
-        let answer = batcher.lookup("k", "i-0004", recorder.fetch()).await;
+        let answer = batcher
+            .lookup("k", "i-0004", recorder.fetch(), at_once())
+            .await;
         assert!(answer.unwrap().is_some());
         assert_eq!(
             recorder.batches(),

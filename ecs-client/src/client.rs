@@ -194,7 +194,16 @@ impl EcsClient {
         let fetch = Box::new(move |ids: Vec<String>| {
             async move { client.describe_instances(&region, &creds, &ids).await }.boxed()
         });
-        self.inner.batcher.lookup(key, id, fetch).await
+        let (limited, endpoint) = (self.clone(), key.endpoint.clone());
+        let ready = async move {
+            limited
+                .inner
+                .limiter
+                .wait_for_turn(&endpoint, "DescribeInstances")
+                .await
+        }
+        .boxed();
+        self.inner.batcher.lookup(key, id, fetch, ready).await
     }
 
     pub async fn stop_instance(

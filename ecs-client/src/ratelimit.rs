@@ -118,6 +118,25 @@ impl RateLimiter {
         wait
     }
 
+    /// Waits until a call would be admitted at once (all earlier reservations served), without
+    /// reserving anything. The batcher keeps a batch open to new lookups until then, so under
+    /// limiter pressure batches grow instead of queueing one ID at a time.
+    pub(crate) async fn wait_for_turn(&self, endpoint: &str, action: &str) {
+        loop {
+            let wait = self.with_bucket(endpoint, action, |b| {
+                if b.tokens >= 1.0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs_f64((1.0 - b.tokens) / b.rate)
+                }
+            });
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// The API said `Throttling*`: halve the rate (not below `min_qps`) and drop the saved burst.
     pub(crate) fn on_throttled(&self, endpoint: &str, action: &str) {
         let min = self.config.min_qps;
@@ -167,6 +186,20 @@ mod tests {
             burst,
             min_qps: 0.5,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_turn_reserves_nothing() {
+        let l = limiter(2.0, 1);
+        l.acquire("e", "A").await;
+        let start = Instant::now();
+        l.wait_for_turn("e", "A").await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        assert_eq!(
+            l.acquire("e", "A").await,
+            Duration::ZERO,
+            "the turn is still there"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -95,9 +95,14 @@ impl Harness {
         ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let namespace = self.ns.name.clone();
-        let task = tokio::spawn(reconciler::run(ctx, Some(namespace), 8, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(reconciler::run(
+            ctx,
+            Some(namespace),
+            reconciler::DEFAULT_CONCURRENCY,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         self.controller = Some(Controller {
             task,
             _shutdown: shutdown,
