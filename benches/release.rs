@@ -12,10 +12,12 @@
 //! the running executable, `target/release/` under `cargo bench`, hence the first command
 //! (`ECS_SIM_BIN` overrides). A release simulator also keeps its own cost out of the figures.
 //!
-//! Steps: seed N Stopped instances, create N resources, wait until all are Ready, clear the
-//! simulator's call log, delete all resources with one `deletecollection`, wait until all are
-//! gone, then print the release time, the ECS calls per release (simulator call log), the status
-//! writes per release and peak memory.
+//! Steps: seed N Running instances, create N resources (`onDelete.stop: Wait`), wait until all
+//! are Ready, delete all resources with one `deletecollection`, wait until all wait for Stopped,
+//! and count the `DescribeInstances` calls of a few polling rounds while all N wait (SPEC §5:
+//! deleting 1,000 resources must not cost 1,000 describes per polling round). Then stop every
+//! instance through the simulator, wait until all resources are gone, and print the release time,
+//! the ECS calls per release (simulator call log), the status writes per release and peak memory.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,7 +28,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ecs_instance_controller::{EcsInstance, EcsInstanceStatus, conditions::READY, pacing::Timings};
+use ecs_instance_controller::{
+    EcsInstance, EcsInstanceStatus,
+    conditions::{READY, RECONCILING},
+    pacing::Timings,
+};
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
@@ -38,6 +44,8 @@ use support::{Harness, REGION, has_condition};
 use tokio::sync::oneshot;
 
 const DEFAULT_N: usize = 200;
+/// Polling rounds counted while every resource waits for Stopped.
+const WAITING_ROUNDS: u32 = 4;
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -88,7 +96,7 @@ async fn main() {
         .collect::<Vec<_>>();
     let specs = instances
         .iter()
-        .map(|(_, id)| json!({ "instanceId": id, "regionId": REGION, "status": "Stopped" }))
+        .map(|(_, id)| json!({ "instanceId": id, "regionId": REGION, "status": "Running" }))
         .collect();
     h.sim.seed(Value::Array(specs)).await;
     let started = Instant::now();
@@ -97,10 +105,26 @@ async fn main() {
             h.create(name, id, json!({})).await;
         })
         .await;
-    wait_all_ready(&h.api, n).await;
+    wait_all(&h.api, n, READY, "InstanceObserved").await;
     eprintln!(
         "{n} resources created and Ready in {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+
+    h.api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete all EcsInstances");
+    wait_all(&h.api, n, RECONCILING, "WaitingForStopped").await;
+    h.sim.clear_calls().await;
+    let window = bench_timings().waiting * WAITING_ROUNDS;
+    tokio::time::sleep(window).await;
+    let describes = h.sim.calls(Some("DescribeInstances")).await.len();
+    println!(
+        "{n} resources waiting for Stopped: {describes} DescribeInstances calls in {:.0} s = {:.1} per polling round of {n} (every {:?})",
+        window.as_secs_f64(),
+        describes as f64 / f64::from(WAITING_ROUNDS),
+        bench_timings().waiting,
     );
 
     h.sim.clear_calls().await;
@@ -108,10 +132,11 @@ async fn main() {
     let watch = tokio::spawn(watch_release(h.api.clone(), listed));
     all_listed.await.expect("the watch lists the resources");
     let started = Instant::now();
-    h.api
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("delete all EcsInstances");
+    futures::stream::iter(&instances)
+        .for_each_concurrent(32, |(_, id)| {
+            h.sim.patch_instance(id, json!({ "status": "Stopped" }))
+        })
+        .await;
     let tally = tokio::time::timeout(RELEASE_TIMEOUT, watch)
         .await
         .unwrap_or_else(|_| panic!("not all {n} resources were gone after {RELEASE_TIMEOUT:?}"))
@@ -123,21 +148,22 @@ async fn main() {
     print_figures(n, seconds, &calls, &tally, sim_pid);
 }
 
-async fn wait_all_ready(api: &Api<EcsInstance>, n: usize) {
+/// Waits until all `n` resources have condition `type_` True with `reason`.
+async fn wait_all(api: &Api<EcsInstance>, n: usize, type_: &str, reason: &str) {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let resources = api.list(&ListParams::default()).await.expect("list");
         let ready = resources
             .items
             .iter()
-            .filter(|r| has_condition(r, READY, "True", "InstanceObserved"))
+            .filter(|r| has_condition(r, type_, "True", reason))
             .count();
         if ready == n {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "only {ready} of {n} resources Ready after {READY_TIMEOUT:?}"
+            "only {ready} of {n} resources {type_}={reason} after {READY_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -212,9 +238,11 @@ fn describe_ids(call: &Value) -> usize {
 fn print_figures(n: usize, seconds: f64, calls: &[Value], tally: &Tally, sim_pid: u32) {
     let per_release = |count: usize| count as f64 / n as f64;
     let of_action = |action: &'static str| calls.iter().filter(move |c| c["action"] == action);
-    println!("EcsInstance mass release ({n} resources, Stopped instances, deleted at once)");
+    println!(
+        "EcsInstance mass release ({n} resources deleted at once, then their instances stopped at once)"
+    );
     println!("  resources                      {n}");
-    println!("  time to release all            {seconds:.2} s");
+    println!("  time to release all            {seconds:.2} s  (from stopping the instances)");
     println!("  releases per second            {:.1}", n as f64 / seconds);
     println!("  ECS calls per release (all attempts, from the simulator's call log):");
     for action in ["DescribeInstances", "DeleteInstance", "StopInstance"] {
