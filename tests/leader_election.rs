@@ -51,7 +51,7 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
         let args = [
             "--leader-election".to_string(),
             format!("--leader-election-namespace={namespace}"),
-            "--leader-election-lease-duration=3s".to_string(),
+            "--leader-election-lease-duration=8s".to_string(),
             format!("--identity={identity}"),
             format!("--namespaces={namespace}"),
         ];
