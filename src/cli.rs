@@ -93,6 +93,11 @@ pub struct Args {
     #[arg(long, env = "RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
 
+    /// An accepted release whose instance is still listed after this long is reported Stalled
+    /// (`ReleaseNotConfirmed`) and re-checked slowly instead of polled.
+    #[arg(long, env = "RELEASE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub release_timeout: Duration,
+
     /// Polling period while an instance is changing state (stopping, releasing).
     #[arg(long, env = "TRANSITION_POLL", default_value = "3s", value_parser = parse_duration)]
     pub transition_poll: Duration,

@@ -60,6 +60,8 @@ pub struct Input<'a> {
     /// `status.instance.observedAt` is refreshed when the observation changes or is this old,
     /// so steady resyncs do not rewrite the status every time.
     pub observed_at_refresh: SignedDuration,
+    /// An accepted release whose instance is still listed after this long needs a person.
+    pub release_timeout: SignedDuration,
 }
 
 /// How soon to look again.
@@ -148,6 +150,7 @@ pub fn decide(input: &Input) -> Decision {
                     message,
                     pace,
                 } => draft.progress(reason, &message, pace),
+                Step::Blocked { reason, message } => draft.blocked(reason, message),
                 Step::Call(call) => match input.call_result {
                     None => draft.call(call),
                     Some(Ok(request_id)) => draft.call_succeeded(&call, request_id),
@@ -164,6 +167,11 @@ enum Step {
         message: String,
         pace: Pace,
     },
+    /// A person must look; nothing to call.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
     Call(CloudCall),
 }
 
@@ -172,6 +180,23 @@ fn release_step(input: &Input, instance: &Instance) -> Step {
     let spec = &input.resource.spec;
     let id = &instance.instance_id;
     if let Some(request_id) = release_request_id(input.resource) {
+        let requested_at = input
+            .resource
+            .status
+            .as_ref()
+            .and_then(|s| s.release.as_ref()?.requested_at.clone());
+        if requested_at.is_some_and(|at| input.now.duration_since(at.0) > input.release_timeout) {
+            // ECS accepted the release but still lists the instance: polling fast forever would
+            // hide that, and asking again could release nothing new. A person should look.
+            return Step::Blocked {
+                reason: "ReleaseNotConfirmed",
+                message: format!(
+                    "DeleteInstance was accepted (RequestId {request_id}) over {} ago, but instance {id} is still listed as {}; check it in the ECS console, or set deletionPolicy to Orphan to remove this resource",
+                    friendly(input.release_timeout),
+                    instance.status.as_str()
+                ),
+            };
+        }
         return Step::Wait {
             reason: "WaitingForRelease",
             message: format!(
@@ -234,6 +259,16 @@ fn release_step(input: &Input, instance: &Instance) -> Step {
                 },
             }
         }
+    }
+}
+
+/// `10m`, `90s`: how long, for a message.
+fn friendly(duration: SignedDuration) -> String {
+    let seconds = duration.as_secs();
+    if seconds >= 60 && seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
     }
 }
 
@@ -341,6 +376,12 @@ impl<'a> Draft<'a> {
     fn progress(mut self, reason: &str, message: &str, pace: Pace) -> Decision {
         self.not_ready(false, reason, message);
         self.finish(Next::Requeue(pace), Vec::new())
+    }
+
+    fn blocked(mut self, reason: &str, message: String) -> Decision {
+        self.not_ready(true, reason, &message);
+        let event = warning(reason, "Release", message);
+        self.finish(Next::Requeue(Pace::Recheck), vec![event])
     }
 
     fn credentials_unavailable(mut self, reason: &str) -> Decision {

@@ -78,6 +78,7 @@ fn decide_with(
         call_result: result,
         now: now(),
         observed_at_refresh: SignedDuration::from_mins(5),
+        release_timeout: SignedDuration::from_mins(10),
     })
 }
 
@@ -311,6 +312,7 @@ fn stop_is_not_repeated_while_a_recent_stop_may_not_show_yet() {
         call_result: None,
         now: now(),
         observed_at_refresh: SignedDuration::from_mins(5),
+        release_timeout: SignedDuration::from_mins(10),
     });
     assert_eq!(d.call, None);
     assert_condition(&d, RECONCILING, "True", "WaitingForStopped");
@@ -678,6 +680,7 @@ fn an_unchanged_observation_does_not_change_the_status() {
         call_result: None,
         now: now() + SignedDuration::from_mins(1),
         observed_at_refresh: SignedDuration::from_mins(5),
+        release_timeout: SignedDuration::from_mins(10),
     });
     assert_eq!(later.status, first.status);
     // Ten minutes later the observation time is refreshed once.
@@ -688,6 +691,7 @@ fn an_unchanged_observation_does_not_change_the_status() {
         call_result: None,
         now: now() + SignedDuration::from_mins(10),
         observed_at_refresh: SignedDuration::from_mins(5),
+        release_timeout: SignedDuration::from_mins(10),
     });
     assert_ne!(much_later.status, first.status);
     assert_eq!(
@@ -710,4 +714,40 @@ fn a_recorded_release_is_confirmed_even_if_describe_says_not_found() {
     let d = decide_with(&r, &Observation::Absent, None);
     assert_eq!(d.next, Next::RemoveFinalizer);
     assert_condition(&d, RELEASED, "True", "Released");
+}
+
+#[test]
+fn a_release_still_listed_long_after_it_was_accepted_needs_a_person() {
+    let mut r = deleting(StopPolicy::Wait);
+    let requested = now() - SignedDuration::from_mins(11);
+    r.status = Some(EcsInstanceStatus {
+        release: Some(ReleaseRecord {
+            request_id: Some("REQ-DEL".into()),
+            requested_at: Some(Time(requested)),
+            confirmed_at: None,
+        }),
+        ..Default::default()
+    });
+    let d = decide_with(&r, &instance(InstanceStatus::Stopped), None);
+    assert_eq!(d.call, None, "the release is not requested again");
+    assert_condition(&d, STALLED, "True", "ReleaseNotConfirmed");
+    assert_condition(&d, RELEASED, "False", "Releasing");
+    assert_eq!(d.next, Next::Requeue(Pace::Recheck));
+    let message = &find(&d.status.conditions, STALLED).unwrap().message;
+    assert!(
+        message.contains("REQ-DEL") && message.contains("10m") && message.contains("Orphan"),
+        "{message}"
+    );
+    assert!(d.events[0].warning);
+
+    // Within the timeout it is an ordinary wait.
+    r.status
+        .as_mut()
+        .unwrap()
+        .release
+        .as_mut()
+        .unwrap()
+        .requested_at = Some(Time(now() - SignedDuration::from_mins(9)));
+    let d = decide_with(&r, &instance(InstanceStatus::Stopped), None);
+    assert_condition(&d, RECONCILING, "True", "WaitingForRelease");
 }

@@ -74,6 +74,7 @@ async fn run(args: Args) -> Result<(), String> {
         steady: args.resync_period,
         recheck: args.resync_period,
         transition: args.transition_poll,
+        release_timeout: args.release_timeout,
         ..Default::default()
     };
 

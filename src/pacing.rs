@@ -33,6 +33,8 @@ pub struct Timings {
     pub backoff_cap: Duration,
     /// A `StopInstance` is not repeated within this while (the instance may still show Running).
     pub stop_grace: Duration,
+    /// An accepted release whose instance is still listed after this long is reported Stalled.
+    pub release_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -47,6 +49,7 @@ impl Default for Timings {
             slow_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(600),
             stop_grace: Duration::from_secs(60),
+            release_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -229,8 +229,8 @@ impl Context {
             stop_recently_requested,
             call_result: None,
             now: Timestamp::now(),
-            observed_at_refresh: SignedDuration::try_from(self.timings.steady)
-                .unwrap_or(SignedDuration::MAX),
+            observed_at_refresh: signed(self.timings.steady),
+            release_timeout: signed(self.timings.release_timeout),
         };
         let mut decision = decision::decide(&input);
         let call_result;
@@ -408,6 +408,10 @@ impl Context {
             }
         }
     }
+}
+
+fn signed(duration: Duration) -> SignedDuration {
+    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
 }
 
 /// Event notes are limited to 1 kB.

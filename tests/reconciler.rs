@@ -663,3 +663,35 @@ async fn kubectl_delete_blocks_until_the_instance_is_released() {
             .is_none_or(|i| i["released"] == true)
     );
 }
+
+#[tokio::test]
+async fn a_release_that_stays_listed_is_reported_then_confirmed() {
+    // The simulator keeps the released instance listed for 6 s; the controller expects it gone
+    // within 1 s of the accepted DeleteInstance.
+    let timings = ecs_instance_controller::pacing::Timings {
+        release_timeout: Duration::from_secs(1),
+        ..fast_timings()
+    };
+    let h = Harness::start_with("slowrelease", &["--release-linger-ms", "6000"], timings).await;
+    h.seed("i-bp1slowrel00001", json!({ "status": "Stopped" }))
+        .await;
+    h.create("web-1", "i-bp1slowrel00001", json!({})).await;
+    h.wait_for_condition("web-1", READY, "True", "InstanceObserved")
+        .await;
+    h.delete("web-1").await;
+    let stalled = h
+        .wait_for_condition("web-1", STALLED, "True", "ReleaseNotConfirmed")
+        .await;
+    assert!(has_condition(
+        &stalled,
+        RELEASED,
+        "True",
+        "ReleaseRequested"
+    ));
+    h.wait_gone("web-1").await;
+    assert_eq!(
+        h.calls("DeleteInstance", None).await.len(),
+        1,
+        "never asked twice"
+    );
+}
