@@ -10,10 +10,9 @@ use ecs_instance_controller::{
     EcsInstance,
     conditions::{READY, RECONCILING, STALLED},
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, PostParams},
+    api::{ApiResource, DynamicObject},
 };
 use serde_json::{Value, json};
 use support::{Harness, fast_timings};
@@ -236,16 +235,8 @@ async fn a_missing_instance_and_rejected_credentials_are_failed() {
 
     h.seed("i-bp1kswrongkey1", json!({ "status": "Running" }))
         .await;
-    let secrets: Api<Secret> = Api::namespaced(h.ns.client.clone(), &h.ns.name);
-    let wrong: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "wrong-credentials" },
-        "stringData": { "accessKeyId": "testid", "accessKeySecret": "not-the-secret" },
-    }))
-    .expect("a Secret");
-    secrets
-        .create(&PostParams::default(), &wrong)
-        .await
-        .expect("create Secret");
+    h.create_credentials_secret("wrong-credentials", "testid", "not-the-secret")
+        .await;
     h.create(
         "web-1",
         "i-bp1kswrongkey1",

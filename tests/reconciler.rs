@@ -11,7 +11,7 @@ use ecs_instance_controller::{
     resource::FINALIZER,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{Harness, call_succeeded, condition_message, fast_timings, has_condition};
 
@@ -419,20 +419,6 @@ async fn rejected_credentials_stall_until_the_secret_is_fixed() {
     h.seed("i-bp1creds000001", json!({ "status": "Stopped" }))
         .await;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(h.ns.client.clone(), &h.ns.name);
-    let secret = |secret_key: &str| Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("ecs-credentials".into()),
-            ..Default::default()
-        },
-        data: Some(
-            [("accessKeyId", "testid"), ("accessKeySecret", secret_key)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-
     h.create(
         "web-1",
         "i-bp1creds000001",
@@ -444,10 +430,8 @@ async fn rejected_credentials_stall_until_the_secret_is_fixed() {
         .await;
     assert!(condition_message(&missing, STALLED).contains("not found"));
 
-    secrets
-        .create(&PostParams::default(), &secret("not-the-secret"))
-        .await
-        .unwrap();
+    h.create_credentials_secret("ecs-credentials", "testid", "not-the-secret")
+        .await;
     let rejected = h
         .wait_for_condition("web-1", STALLED, "True", "CredentialsRejected")
         .await;

@@ -393,16 +393,19 @@ fn tcp_ready(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-fn free_ports() -> Result<[u16; 3], String> {
-    let listeners: Vec<TcpListener> = (0..3)
+/// Free loopback ports: bound to port 0, then released (another process could take one in
+/// between; callers that start servers on them retry).
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("find a free port: {e}"))?;
-    let ports: Vec<u16> = listeners
+    let ports = listeners
         .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
-        .collect();
-    Ok([ports[0], ports[1], ports[2]])
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<u16>, _>>()
+        .map_err(|e| format!("find a free port: {e}"))?;
+    Ok(std::array::from_fn(|i| ports[i]))
 }
 
 /// kube-apiserver derives its advertise address from the default route; loopback is refused.

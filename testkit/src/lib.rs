@@ -6,7 +6,7 @@ pub mod sim;
 pub mod supervisor;
 
 pub use control_plane::{
-    ControlPlane, TestNamespace, control_plane, create_namespace, test_namespace,
+    ControlPlane, TestNamespace, control_plane, create_namespace, free_ports, test_namespace,
 };
 
 /// A plain HTTP client for talking to local test servers. The workspace builds reqwest with

@@ -12,10 +12,10 @@ use ecs_instance_controller::{
     pacing::Timings,
     reconciler::{self, Context},
 };
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use testkit::{
@@ -158,6 +158,19 @@ impl Harness {
             .expect("patch spec");
     }
 
+    /// A credentials Secret in the test namespace, as `spec.credentialsRef` expects it.
+    pub async fn create_credentials_secret(&self, name: &str, access_key_id: &str, secret: &str) {
+        let body: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "stringData": { "accessKeyId": access_key_id, "accessKeySecret": secret },
+        }))
+        .expect("a Secret");
+        Api::<Secret>::namespaced(self.ns.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &body)
+            .await
+            .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
+    }
+
     /// Waits until the resource satisfies `check`; panics with the last status seen.
     pub async fn wait_for(
         &self,
@@ -269,14 +282,6 @@ impl Harness {
     }
 }
 
-/// Free loopback ports (bound and released; good enough on a test machine).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local address").port())
-}
-
 /// The real controller binary as a separate process (ending with the test binary), pointed at
 /// the test control plane and a simulator. Returns the child and its metrics and health URLs.
 pub fn spawn_controller_binary(
@@ -286,7 +291,7 @@ pub fn spawn_controller_binary(
     log: &std::path::Path,
 ) -> (std::process::Child, String, String) {
     let plane = testkit::control_plane();
-    let [metrics_port, health_port] = free_ports();
+    let [metrics_port, health_port] = testkit::free_ports().expect("free ports");
     let binary =
         testkit::supervisor::workspace_binary("ecs-instance-controller", "ECS_CONTROLLER_BIN");
     let log_file = std::fs::File::create(log).expect("controller log file");
