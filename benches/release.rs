@@ -59,6 +59,7 @@ fn bench_timings() -> Timings {
         waiting: Duration::from_secs(5),
         steady: Duration::from_secs(60),
         recheck: Duration::from_secs(60),
+        recheck_first: Duration::from_secs(30),
         backoff_base: Duration::from_millis(500),
         throttled_base: Duration::from_secs(1),
         slow_base: Duration::from_secs(5),

@@ -53,6 +53,25 @@ pub struct Args {
     )]
     pub namespaces: Vec<String>,
 
+    /// Every EcsInstance must name its own credentials Secret (spec.credentialsRef): the
+    /// controller's own credentials are never used. For clusters shared by several teams.
+    #[arg(long, env = "REQUIRE_CREDENTIALS_REF", default_value_t = false)]
+    pub require_credentials_ref: bool,
+
+    /// Namespaces whose EcsInstances may use the controller's own credentials, comma-separated.
+    /// Empty: every namespace may. Others must set spec.credentialsRef.
+    #[arg(
+        long,
+        env = "OWN_CREDENTIALS_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub own_credentials_namespaces: Vec<String>,
+
+    /// /healthz fails once the EcsInstance watch has been failing for longer than this.
+    #[arg(long, env = "WATCH_UNHEALTHY_AFTER", default_value = "2m", value_parser = parse_duration)]
+    pub watch_unhealthy_after: Duration,
+
     /// Address of the Prometheus metrics endpoint (/metrics).
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -101,6 +120,33 @@ pub struct Args {
     /// Polling period while an instance is changing state (stopping, releasing).
     #[arg(long, env = "TRANSITION_POLL", default_value = "3s", value_parser = parse_duration)]
     pub transition_poll: Duration,
+}
+
+impl Args {
+    /// One loop per distinct namespace (`a,a` is one), or one for all namespaces.
+    pub fn watched_namespaces(&self) -> Vec<Option<String>> {
+        let mut namespaces: Vec<Option<String>> = Vec::new();
+        for namespace in self.namespaces.iter().filter(|ns| !ns.is_empty()) {
+            if !namespaces.iter().flatten().any(|seen| seen == namespace) {
+                namespaces.push(Some(namespace.clone()));
+            }
+        }
+        if namespaces.is_empty() {
+            namespaces.push(None);
+        }
+        namespaces
+    }
+
+    /// `--own-credentials-namespaces` as a set (`None`: every namespace).
+    pub fn own_credentials_namespaces(&self) -> Option<std::collections::HashSet<String>> {
+        let set: std::collections::HashSet<String> = self
+            .own_credentials_namespaces
+            .iter()
+            .filter(|ns| !ns.is_empty())
+            .cloned()
+            .collect();
+        (!set.is_empty()).then_some(set)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,5 +204,16 @@ mod tests {
         assert_eq!(args.concurrency, 64);
         assert!(!args.leader_election);
         assert!(Args::try_parse_from(["ecs-instance-controller", "--signing-method=v9"]).is_err());
+        assert!(!args.require_credentials_ref);
+        assert_eq!(args.watch_unhealthy_after, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn watched_namespaces_are_merged() {
+        let args = Args::try_parse_from(["ecs-instance-controller", "--namespaces=a,b,a,,b"])
+            .unwrap();
+        assert_eq!(args.watched_namespaces(), [Some("a".into()), Some("b".into())]);
+        let all = Args::try_parse_from(["ecs-instance-controller"]).unwrap();
+        assert_eq!(all.watched_namespaces(), [None]);
     }
 }

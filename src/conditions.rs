@@ -1,5 +1,5 @@
-//! `metav1.Condition` bookkeeping: the four condition types, valid reasons, and
-//! `lastTransitionTime` that moves only when a condition's status flips.
+//! `metav1.Condition` bookkeeping: the four condition types, and `lastTransitionTime` that
+//! moves only when a condition's status flips. The reasons are in [`crate::reasons`].
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -49,56 +49,12 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
 }
 
-/// A `metav1.Condition` reason from an ECS error code: the code's alphanumeric runs joined in
-/// CamelCase (`DependencyViolation.RouteEntry` → `DependencyViolationRouteEntry`), which always
-/// matches the API server's reason pattern `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`.
-pub fn reason_from_code(code: &str) -> String {
-    let mut reason = String::new();
-    for part in code
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|p| !p.is_empty())
-    {
-        let mut chars = part.chars();
-        if let Some(first) = chars.next() {
-            reason.push(first.to_ascii_uppercase());
-            reason.extend(chars);
-        }
-    }
-    match reason.chars().next() {
-        Some(c) if c.is_ascii_alphabetic() => reason.chars().take(1024).collect(),
-        Some(_) => format!("Code{}", reason.chars().take(1000).collect::<String>()),
-        None => "UnexpectedError".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
-    }
-
-    #[test]
-    fn reasons_from_ecs_codes_are_camel_case_without_dots() {
-        assert_eq!(
-            reason_from_code("DependencyViolation.RouteEntry"),
-            "DependencyViolationRouteEntry"
-        );
-        assert_eq!(
-            reason_from_code("IncorrectInstanceStatus.Initializing"),
-            "IncorrectInstanceStatusInitializing"
-        );
-        assert_eq!(
-            reason_from_code("InvalidOperation.DeletionProtection"),
-            "InvalidOperationDeletionProtection"
-        );
-        assert_eq!(reason_from_code("Throttling.User"), "ThrottlingUser");
-        assert_eq!(reason_from_code("InvalidParameter"), "InvalidParameter");
-        assert_eq!(reason_from_code("invalid.status-code"), "InvalidStatusCode");
-        assert_eq!(reason_from_code("500.Error"), "Code500Error");
-        assert_eq!(reason_from_code("..."), "UnexpectedError");
-        assert_eq!(reason_from_code(""), "UnexpectedError");
     }
 
     #[test]

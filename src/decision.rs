@@ -1,42 +1,69 @@
-//! The deletion flow of SPEC §3 (and the observation loop of §4) as one pure function: from the
-//! resource, what was observed of the instance and — on a second call — the result of the cloud
-//! call it asked for, to the next step, the status to write and the events to publish.
+//! The deletion flow of SPEC §3 (and the observation loop of §4) as pure functions, in two steps
+//! per pass: [`plan`] looks at the resource and what was observed of its instance and either
+//! concludes at once or asks for one cloud call; [`conclude`] takes that call's result. Both give
+//! the complete status to write, the events to publish and what happens next.
 //!
 //! Every step is derived again from observed state, so a controller restarted at any point
-//! carries on where it stopped: the only memory is what the status already records (a release
-//! request) and whether a stop was asked for moments ago.
+//! carries on where it stopped. The only memory is what the status records (who last saw the
+//! instance, an accepted release) and what the shell remembers for moments the status may not
+//! yet show (a stop just requested, a release accepted whose status write failed).
+
+use std::fmt;
 
 use ecs_client::{
     DeleteInstance, EcsError, ErrorClass, Instance, InstanceStatus, RequestId, StopInstance,
+    TagInstance, UntagInstance,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use crate::conditions::{self, READY, RECONCILING, RELEASED, STALLED};
+use crate::reasons::{self, EventKind, Kind, Reason};
 use crate::resource::{
-    DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, ObservedInstance, ReleaseRecord,
-    StopPolicy, StoppedMode,
+    DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, OWNER_TAG, OWNER_UID_TAG,
+    ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy, StoppedMode,
 };
 
 /// What the controller saw of the instance this pass.
 #[derive(Debug, Clone)]
 pub enum Observation {
-    /// Not looked at: the resource is being orphaned, which needs no cloud call.
-    Skipped,
     /// No usable credentials, so nothing was asked of ECS.
     CredentialsUnavailable(String),
-    /// `DescribeInstances` failed.
+    /// `DescribeInstances` failed. Never evidence of anything about the instance.
     Failed(EcsError),
-    /// `DescribeInstances` does not list the instance.
+    /// `DescribeInstances` answered and does not list the instance.
     Absent,
     Present(Instance),
 }
 
-/// A call to ECS the decision asks the shell to make.
+/// Where the credentials of a resource come from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsSource {
+    /// `spec.credentialsRef`: `namespace/name` of the Secret.
+    Secret(String),
+    /// The controller's own `ALIBABA_CLOUD_*` credentials.
+    Controller,
+}
+
+impl fmt::Display for CredentialsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialsSource::Secret(name) => write!(f, "Secret {name}"),
+            CredentialsSource::Controller => f.write_str("the controller's own credentials"),
+        }
+    }
+}
+
+/// A call to ECS the plan asks the shell to make.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloudCall {
     Stop(StopInstance),
     Delete(DeleteInstance),
+    /// Record this resource as the instance's owner.
+    Tag(TagInstance),
+    /// Remove our owner tags (orphaning).
+    Untag(UntagInstance),
 }
 
 impl CloudCall {
@@ -44,18 +71,36 @@ impl CloudCall {
         match self {
             CloudCall::Stop(_) => "StopInstance",
             CloudCall::Delete(_) => "DeleteInstance",
+            CloudCall::Tag(_) => "TagResources",
+            CloudCall::Untag(_) => "UntagResources",
+        }
+    }
+
+    /// The `action` of the events about this call.
+    fn event_action(&self) -> &'static str {
+        match self {
+            CloudCall::Stop(_) => "Stop",
+            CloudCall::Delete(_) => "Release",
+            CloudCall::Tag(_) => "Tag",
+            CloudCall::Untag(_) => "Untag",
         }
     }
 }
 
+/// The `action` of events about observing.
+const OBSERVE: &str = "Observe";
+
 pub struct Input<'a> {
     pub resource: &'a EcsInstance,
     pub observation: &'a Observation,
+    pub credentials_source: &'a CredentialsSource,
+    /// The AccessKeyId of the credentials used (`None` when there were none).
+    pub access_key_id: Option<&'a str>,
     /// A `StopInstance` for this resource was accepted moments ago: do not send another while
     /// `DescribeInstances` may still show the instance `Running`.
     pub stop_recently_requested: bool,
-    /// The outcome of the call the first decision asked for (`None` on the first call).
-    pub call_result: Option<&'a Result<RequestId, EcsError>>,
+    /// A `DeleteInstance` this process saw accepted, in case the status write holding it failed.
+    pub remembered_release: Option<&'a ReleaseRecord>,
     pub now: Timestamp,
     /// `status.instance.observedAt` is refreshed when the observation changes or is this old,
     /// so steady resyncs do not rewrite the status every time.
@@ -73,7 +118,8 @@ pub enum Pace {
     Waiting,
     /// Nothing in flight: slow, jittered resync.
     Steady,
-    /// A person must act: slow recheck (at once on a spec or Secret change).
+    /// A person must act: recheck from about a minute, backing off to the recheck period (at
+    /// once on a spec, Secret or recheck-annotation change).
     Recheck,
     /// Retry with this resource's exponential backoff.
     Backoff(Backoff),
@@ -91,7 +137,7 @@ pub enum Backoff {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
-    /// The instance is gone or orphaned: the status is final; remove the finalizer.
+    /// The status is final: remove the finalizer.
     RemoveFinalizer,
     Requeue(Pace),
 }
@@ -99,112 +145,207 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSpec {
     pub warning: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub action: &'static str,
     pub note: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// Set only on the first call: the shell makes this call and decides again with its result.
-    pub call: Option<CloudCall>,
     /// The complete status to write (written only if it differs from the current one).
     pub status: EcsInstanceStatus,
     pub events: Vec<EventSpec>,
     pub next: Next,
 }
 
+impl Decision {
+    /// The reason the decision settled on (the `Ready` condition's).
+    pub fn reason(&self) -> Option<&str> {
+        conditions::find(&self.status.conditions, READY).map(|c| c.reason.as_str())
+    }
+}
+
+/// The first step of a pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Make this call, then [`conclude`] with its result.
+    Call(CloudCall),
+    /// Nothing to call.
+    Done(Decision),
+}
+
 pub fn is_deleting(resource: &EcsInstance) -> bool {
     resource.metadata.deletion_timestamp.is_some()
 }
 
-/// Orphaning needs neither credentials nor a look at the instance.
-pub fn is_orphaning(resource: &EcsInstance) -> bool {
+fn is_orphaning(resource: &EcsInstance) -> bool {
     is_deleting(resource) && resource.spec.deletion_policy == DeletionPolicy::Orphan
 }
 
-pub fn decide(input: &Input) -> Decision {
-    let mut draft = Draft::new(input);
-    let deleting = is_deleting(input.resource);
-    if is_orphaning(input.resource) {
-        return draft.orphan();
+/// The UID in the instance's owner tag, if any.
+fn owner_uid(instance: &Instance) -> Option<&str> {
+    instance.tags.get(OWNER_UID_TAG).map(String::as_str)
+}
+
+fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
+    owner_uid(instance).is_some_and(|uid| Some(uid) == resource.uid().as_deref())
+}
+
+/// A resource that names the same region and instance as an older one, `owner`
+/// (`namespace/name`): it never acts on the instance; deleting it makes no cloud call.
+pub fn duplicate(resource: &EcsInstance, owner: &str, now: Timestamp) -> Decision {
+    let spec = &resource.spec;
+    let draft = Draft::new(resource, None, now);
+    if is_deleting(resource) {
+        let what = format!(
+            "Instance {} in {} was not released: the older EcsInstance {owner} names it and owns it; this duplicate was removed without any cloud call",
+            spec.instance_id, spec.region_id
+        );
+        return draft.settle(Reason::DuplicateRemoved, &what, OBSERVE);
     }
-    match input.observation {
-        Observation::Skipped => draft.progress(
-            "Pending",
-            "Waiting for the first observation",
-            Pace::Transition,
-        ),
-        Observation::CredentialsUnavailable(reason) => draft.credentials_unavailable(reason),
-        Observation::Failed(error) => draft.failed(error),
-        Observation::Absent if deleting => draft.gone(),
-        Observation::Absent => draft.instance_not_found(),
-        Observation::Present(instance) => {
-            draft.observed(instance);
-            if !deleting {
-                return draft.ready(instance);
-            }
-            match release_step(input, instance) {
-                Step::Wait {
-                    reason,
-                    message,
-                    pace,
-                } => draft.progress(reason, &message, pace),
-                Step::Blocked { reason, message } => draft.blocked(reason, message),
-                Step::Call(call) => match input.call_result {
-                    None => draft.call(call),
-                    Some(Ok(request_id)) => draft.call_succeeded(&call, request_id),
-                    Some(Err(error)) => draft.failed(error),
-                },
+    let what = format!(
+        "The older EcsInstance {owner} names the same instance {} in {} and owns it; this resource never acts on it",
+        spec.instance_id, spec.region_id
+    );
+    draft.settle(Reason::DuplicateInstance, &what, OBSERVE)
+}
+
+pub fn plan(input: &Input) -> Plan {
+    let mut draft = Draft::new(input.resource, Some(input), input.now);
+    let orphaning = is_orphaning(input.resource);
+    let instance = match input.observation {
+        Observation::Present(instance) => instance,
+        _ if orphaning => return Plan::Done(draft.orphan(None)),
+        Observation::CredentialsUnavailable(why) => {
+            let what = format!("No usable credentials ({}): {why}", input.credentials_source);
+            return Plan::Done(draft.settle(Reason::CredentialsUnavailable, &what, OBSERVE));
+        }
+        Observation::Failed(error) => return Plan::Done(draft.failed(error, None)),
+        Observation::Absent => return Plan::Done(draft.absent()),
+    };
+    draft.observed(instance);
+    if orphaning {
+        return match untag(input.resource, instance) {
+            Some(call) => Plan::Call(call),
+            None => Plan::Done(draft.orphan(None)),
+        };
+    }
+    if draft.release_request_id().is_some() {
+        return Plan::Done(draft.releasing(instance));
+    }
+    match owner_uid(instance) {
+        None => Plan::Call(CloudCall::Tag(TagInstance {
+            region_id: input.resource.spec.region_id.clone(),
+            instance_id: instance.instance_id.clone(),
+            tags: [
+                (OWNER_TAG.to_string(), owner_name(input.resource)),
+                (OWNER_UID_TAG.to_string(), input.resource.uid().unwrap_or_default()),
+            ]
+            .into(),
+        })),
+        Some(_) if !is_ours(input.resource, instance) => {
+            Plan::Done(draft.owned_by_another(instance))
+        }
+        Some(_) if !is_deleting(input.resource) => Plan::Done(draft.ready(instance, None)),
+        Some(_) => match release_step(input, instance) {
+            Step::Wait { reason, what, pace } => Plan::Done(draft.progress(reason, &what, pace)),
+            Step::Call(call) => Plan::Call(call),
+        },
+    }
+}
+
+/// The second step of a pass: what the call's result means.
+pub fn conclude(
+    input: &Input,
+    call: &CloudCall,
+    result: &Result<RequestId, EcsError>,
+) -> Decision {
+    let mut draft = Draft::new(input.resource, Some(input), input.now);
+    if let Observation::Present(instance) = input.observation {
+        draft.observed(instance);
+    }
+    let id = &input.resource.spec.instance_id;
+    let request_id = match (call, result) {
+        (CloudCall::Untag(_), result) => return draft.orphan(Some(result)),
+        (_, Err(error)) => return draft.failed(error, Some(call)),
+        (_, Ok(request_id)) => &request_id.0,
+    };
+    match call {
+        CloudCall::Tag(_) => {
+            let what =
+                format!("Instance {id} tagged as owned by this resource (RequestId {request_id})");
+            match input.observation {
+                Observation::Present(instance) if !is_deleting(input.resource) => {
+                    draft.ready(instance, Some(what))
+                }
+                _ => draft.settle(Reason::OwnershipRecorded, &what, call.event_action()),
             }
         }
+        CloudCall::Stop(stop) => {
+            let how = if stop.force_stop {
+                "StopInstance (ForceStop)"
+            } else {
+                "StopInstance"
+            };
+            let what = format!(
+                "{how} accepted for instance {id} (RequestId {request_id}); waiting for Stopped"
+            );
+            draft.settle(Reason::StopRequested, &what, call.event_action())
+        }
+        CloudCall::Delete(delete) => {
+            let how = if delete.force {
+                "DeleteInstance (Force)"
+            } else {
+                "DeleteInstance"
+            };
+            let what = format!(
+                "{how} accepted for instance {id} (RequestId {request_id}); waiting for it to disappear"
+            );
+            draft.status.release = Some(ReleaseRecord {
+                request_id: Some(request_id.clone()),
+                requested_at: Some(Time(input.now)),
+                confirmed_at: None,
+            });
+            draft.settle(Reason::ReleaseRequested, &what, call.event_action())
+        }
+        CloudCall::Untag(_) => unreachable!("handled above"),
     }
+}
+
+/// `UntagResources` for our tags, when the instance carries them.
+fn untag(resource: &EcsInstance, instance: &Instance) -> Option<CloudCall> {
+    is_ours(resource, instance).then(|| {
+        CloudCall::Untag(UntagInstance {
+            region_id: resource.spec.region_id.clone(),
+            instance_id: instance.instance_id.clone(),
+            keys: vec![OWNER_TAG.to_string(), OWNER_UID_TAG.to_string()],
+        })
+    })
+}
+
+/// `namespace/name`, cut to the 128 characters a tag value may have (the UID tag is what counts).
+fn owner_name(resource: &EcsInstance) -> String {
+    let name = format!(
+        "{}/{}",
+        resource.namespace().unwrap_or_default(),
+        resource.name_any()
+    );
+    name.chars().take(128).collect()
 }
 
 enum Step {
     Wait {
-        reason: &'static str,
-        message: String,
+        reason: Reason,
+        what: String,
         pace: Pace,
-    },
-    /// A person must look; nothing to call.
-    Blocked {
-        reason: &'static str,
-        message: String,
     },
     Call(CloudCall),
 }
 
-/// SPEC §3 steps 3–5 for an instance that is still listed.
+/// SPEC §3 steps 3–5 for an owned instance that is still listed and not yet released.
 fn release_step(input: &Input, instance: &Instance) -> Step {
     let spec = &input.resource.spec;
     let id = &instance.instance_id;
-    if let Some(request_id) = release_request_id(input.resource) {
-        let requested_at = input
-            .resource
-            .status
-            .as_ref()
-            .and_then(|s| s.release.as_ref()?.requested_at.clone());
-        if requested_at.is_some_and(|at| input.now.duration_since(at.0) > input.release_timeout) {
-            // ECS accepted the release but still lists the instance: polling fast forever would
-            // hide that, and asking again could release nothing new. A person should look.
-            return Step::Blocked {
-                reason: "ReleaseNotConfirmed",
-                message: format!(
-                    "DeleteInstance was accepted (RequestId {request_id}) over {} ago, but instance {id} is still listed as {}; check it in the ECS console, or set deletionPolicy to Orphan to remove this resource",
-                    friendly(input.release_timeout),
-                    instance.status.as_str()
-                ),
-            };
-        }
-        return Step::Wait {
-            reason: "WaitingForRelease",
-            message: format!(
-                "DeleteInstance accepted (RequestId {request_id}); waiting for instance {id} to disappear"
-            ),
-            pace: Pace::Transition,
-        };
-    }
     let delete = |force: bool| {
         Step::Call(CloudCall::Delete(DeleteInstance {
             instance_id: id.clone(),
@@ -216,8 +357,8 @@ fn release_step(input: &Input, instance: &Instance) -> Step {
     };
     match &instance.status {
         InstanceStatus::Pending | InstanceStatus::Starting => Step::Wait {
-            reason: "WaitingForInitialization",
-            message: format!(
+            reason: Reason::WaitingForInitialization,
+            what: format!(
                 "Instance {id} is {}; it can be released once it is created",
                 instance.status.as_str()
             ),
@@ -240,23 +381,27 @@ fn release_step(input: &Input, instance: &Instance) -> Step {
         InstanceStatus::Stopped => delete(spec.on_delete.force),
         status => {
             let stopping = *status == InstanceStatus::Stopping || input.stop_recently_requested;
-            let who = match spec.on_delete.stop {
-                StopPolicy::Wait => {
-                    " (onDelete.stop is Wait: stop it, or set onDelete.stop to Stop)"
-                }
-                StopPolicy::Stop | StopPolicy::ForceStop => "",
+            let (what, pace) = if stopping {
+                (
+                    format!(
+                        "Instance {id} is {}; waiting for Stopped before DeleteInstance",
+                        status.as_str()
+                    ),
+                    Pace::Transition,
+                )
+            } else {
+                (
+                    format!(
+                        "Instance {id} is {}; waiting for someone to stop it before DeleteInstance (onDelete.stop is Wait)",
+                        status.as_str()
+                    ),
+                    Pace::Waiting,
+                )
             };
             Step::Wait {
-                reason: "WaitingForStopped",
-                message: format!(
-                    "Instance {id} is {}; waiting for Stopped before DeleteInstance{who}",
-                    status.as_str()
-                ),
-                pace: if stopping {
-                    Pace::Transition
-                } else {
-                    Pace::Waiting
-                },
+                reason: Reason::WaitingForStopped,
+                what,
+                pace,
             }
         }
     }
@@ -272,49 +417,40 @@ fn friendly(duration: SignedDuration) -> String {
     }
 }
 
-fn release_request_id(resource: &EcsInstance) -> Option<&str> {
-    resource
-        .status
-        .as_ref()?
-        .release
-        .as_ref()?
-        .request_id
-        .as_deref()
-}
-
-/// What the release condition says while the resource lives.
-fn not_released_reason(deleting: bool) -> (&'static str, &'static str) {
-    if deleting {
-        ("Releasing", "The instance has not been released yet")
-    } else {
-        (
-            "NotDeleting",
-            "The instance is released when this resource is deleted",
-        )
-    }
-}
-
-/// Builds the decision: the current status with this pass's changes.
+/// Builds a decision: the current status with this pass's changes.
 struct Draft<'a> {
-    input: &'a Input<'a>,
+    resource: &'a EcsInstance,
+    input: Option<&'a Input<'a>>,
     status: EcsInstanceStatus,
     now: Time,
     generation: Option<i64>,
     deleting: bool,
+    extra_events: Vec<EventSpec>,
 }
 
 impl<'a> Draft<'a> {
-    fn new(input: &'a Input<'a>) -> Self {
-        let generation = input.resource.metadata.generation;
-        let mut status = input.resource.status.clone().unwrap_or_default();
+    fn new(resource: &'a EcsInstance, input: Option<&'a Input<'a>>, now: Timestamp) -> Self {
+        let generation = resource.metadata.generation;
+        let mut status = resource.status.clone().unwrap_or_default();
         status.observed_generation = generation;
+        if let Some(remembered) = input.and_then(|i| i.remembered_release)
+            && status.release.as_ref().is_none_or(|r| r.request_id.is_none())
+        {
+            status.release = Some(remembered.clone());
+        }
         Draft {
+            resource,
             input,
             status,
-            now: Time(input.now),
+            now: Time(now),
             generation,
-            deleting: is_deleting(input.resource),
+            deleting: is_deleting(resource),
+            extra_events: Vec::new(),
         }
+    }
+
+    fn release_request_id(&self) -> Option<String> {
+        self.status.release.as_ref()?.request_id.clone()
     }
 
     fn set(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
@@ -329,107 +465,206 @@ impl<'a> Draft<'a> {
         );
     }
 
-    fn set_released_pending(&mut self) {
-        let (reason, message) = not_released_reason(self.deleting);
-        self.set(RELEASED, false, reason, message);
+    /// Writes the conditions of `reason` and finishes with its event and pace.
+    fn settle(self, reason: Reason, what: &str, action: &'static str) -> Decision {
+        let pace = reason.pace();
+        self.settle_with(reason, what, action, pace)
     }
 
-    /// Ready, Reconciling and Stalled for a resource that is not where it should be. Ready
-    /// carries the same reason, so `kubectl get` shows what is going on.
-    fn not_ready(&mut self, stalled: bool, reason: &str, message: &str) {
-        self.set(READY, false, reason, message);
+    fn settle_with(
+        mut self,
+        reason: Reason,
+        what: &str,
+        action: &'static str,
+        pace: Pace,
+    ) -> Decision {
+        let message = reasons::message(reason, what);
+        let name = reason.as_str();
+        let kind = reason.kind();
+        self.set(READY, kind == Kind::Ready, name, &message);
+        let (reconciling, stalled) = (kind == Kind::Progress, kind == Kind::Stalled);
         self.set(
             RECONCILING,
-            !stalled,
-            if stalled { "Stalled" } else { reason },
-            if stalled { "" } else { message },
+            reconciling,
+            name,
+            if reconciling { &message } else { "" },
         );
-        self.set(
-            STALLED,
-            stalled,
-            if stalled { reason } else { "Progressing" },
-            if stalled { message } else { "" },
-        );
-        if !conditions::is_true(&self.status.conditions, RELEASED) {
-            self.set_released_pending();
+        self.set(STALLED, stalled, name, if stalled { &message } else { "" });
+        match (kind, reason) {
+            (Kind::Final, Reason::Released | Reason::NotFound) => {
+                self.set(RELEASED, true, name, &message)
+            }
+            (Kind::Final, _) => self.set(RELEASED, false, name, &message),
+            _ => self.set_release_pending(),
         }
-    }
-
-    fn finish(self, next: Next, events: Vec<EventSpec>) -> Decision {
+        let mut events = match reason.event() {
+            EventKind::None => Vec::new(),
+            kind => vec![EventSpec {
+                warning: kind == EventKind::Warning,
+                reason,
+                action,
+                note: message,
+            }],
+        };
+        events.append(&mut self.extra_events);
+        let next = if kind == Kind::Final {
+            Next::RemoveFinalizer
+        } else {
+            Next::Requeue(pace)
+        };
         Decision {
-            call: None,
             status: self.status,
             events,
             next,
         }
     }
 
-    fn orphan(mut self) -> Decision {
-        let message =
-            "deletionPolicy is Orphan: the instance is left as it is and the resource is removed";
-        self.not_ready(false, "Orphaned", message);
-        self.set(RELEASED, false, "Orphaned", message);
-        let event = normal("Orphaned", "Orphan", message.to_string());
-        self.finish(Next::RemoveFinalizer, vec![event])
+    /// The `Released` condition of a resource that is not done.
+    fn set_release_pending(&mut self) {
+        if let Some(request_id) = self.release_request_id() {
+            let message = format!(
+                "DeleteInstance accepted (RequestId {request_id}); waiting for the instance to disappear"
+            );
+            self.set(
+                RELEASED,
+                true,
+                Reason::ReleaseRequested.as_str(),
+                &message,
+            );
+        } else if self.deleting {
+            self.set(
+                RELEASED,
+                false,
+                Reason::Releasing.as_str(),
+                "The instance has not been released yet",
+            );
+        } else {
+            self.set(
+                RELEASED,
+                false,
+                Reason::NotDeleting.as_str(),
+                "The instance is released when this resource is deleted",
+            );
+        }
     }
 
-    fn progress(mut self, reason: &str, message: &str, pace: Pace) -> Decision {
-        self.not_ready(false, reason, message);
-        self.finish(Next::Requeue(pace), Vec::new())
+    fn progress(self, reason: Reason, what: &str, pace: Pace) -> Decision {
+        self.settle_with(reason, what, OBSERVE, pace)
     }
 
-    fn blocked(mut self, reason: &str, message: String) -> Decision {
-        self.not_ready(true, reason, &message);
-        let event = warning(reason, "Release", message);
-        self.finish(Next::Requeue(Pace::Recheck), vec![event])
+    fn input(&self) -> &'a Input<'a> {
+        self.input.expect("an observation pass has its input")
     }
 
-    fn credentials_unavailable(mut self, reason: &str) -> Decision {
-        self.not_ready(true, "CredentialsUnavailable", reason);
-        let event = warning("CredentialsUnavailable", "Observe", reason.to_string());
-        self.finish(Next::Requeue(Pace::Recheck), vec![event])
+    fn key(&self) -> &'a str {
+        self.input().access_key_id.unwrap_or("(none)")
     }
 
-    fn instance_not_found(mut self) -> Decision {
-        let spec = &self.input.resource.spec;
-        let message = format!(
-            "Instance {} does not exist in region {} (DescribeInstances does not list it for these credentials)",
-            spec.instance_id, spec.region_id
-        );
-        self.status.instance = None;
-        self.status.last_error = None;
-        self.not_ready(true, "InstanceNotFound", &message);
-        self.finish(Next::Requeue(Pace::Recheck), Vec::new())
-    }
-
-    /// The instance is not listed (or ECS says it does not exist) while deleting: released.
-    fn gone(mut self) -> Decision {
-        let id = &self.input.resource.spec.instance_id;
-        let (reason, message) = match release_request_id(self.input.resource) {
-            Some(request_id) => (
-                "Released",
-                format!("Instance {id} was released (DeleteInstance RequestId {request_id})"),
+    fn orphan(self, untagged: Option<&Result<RequestId, EcsError>>) -> Decision {
+        let id = &self.resource.spec.instance_id;
+        let tags = match (untagged, self.input().observation) {
+            (Some(Ok(_)), _) => "; the owner tags were removed".to_string(),
+            (Some(Err(error)), _) => format!(
+                "; removing the owner tags failed ({error}): remove {OWNER_TAG} and {OWNER_UID_TAG} by hand if they matter"
             ),
-            None => (
-                "NotFound",
-                format!("Instance {id} no longer exists; nothing to release"),
+            (None, Observation::Present(_) | Observation::Absent) => String::new(),
+            (None, Observation::Failed(error)) => format!(
+                "; its owner tags could not be checked ({error}): remove {OWNER_TAG} and {OWNER_UID_TAG} by hand if they matter"
+            ),
+            (None, Observation::CredentialsUnavailable(why)) => format!(
+                "; its owner tags could not be checked (no credentials: {why})"
             ),
         };
+        let what = format!(
+            "deletionPolicy is Orphan: instance {id} is left as it is and the resource is removed{tags}"
+        );
+        self.settle(Reason::Orphaned, &what, "Orphan")
+    }
+
+    /// `DescribeInstances` answered and does not list the instance.
+    fn absent(mut self) -> Decision {
+        let spec = &self.resource.spec;
+        let id = &spec.instance_id;
+        let region = &spec.region_id;
+        let key = self.key();
+        let source = self.input().credentials_source;
+        let current = ObservedWith {
+            access_key_id: key.to_string(),
+            region_id: region.clone(),
+        };
+        let previous = self.status.instance.as_ref().map(|i| i.observed_with.clone());
+        // Keep who saw it last: that is the evidence a later deletion needs.
+        if let Some(previous) = &previous {
+            self.status.instance = Some(ObservedInstance {
+                observed_with: previous.clone(),
+                ..Default::default()
+            });
+        }
+        self.status.last_error = None;
+        if self.deleting
+            && let Some(request_id) = self.release_request_id()
+        {
+            let what = format!("Instance {id} was released (DeleteInstance RequestId {request_id})");
+            return self.confirm_release(Reason::Released, &what);
+        }
+        let seen_by_others = match &previous {
+            None => false,
+            Some(Some(with)) => *with != current,
+            // Observed before this record existed: who saw it is unknown.
+            Some(None) => true,
+        };
+        if seen_by_others {
+            let last = match previous.flatten() {
+                Some(with) => format!(
+                    "AccessKeyId {} in region {}",
+                    with.access_key_id, with.region_id
+                ),
+                None => "credentials that were not recorded".to_string(),
+            };
+            let kept = if self.deleting {
+                "nothing was released and the finalizer stays"
+            } else {
+                "nothing is known about it"
+            };
+            let what = format!(
+                "Instance {id} was last seen with {last}, but DescribeInstances with AccessKeyId {key} ({source}) in region {region} does not list it; {kept}"
+            );
+            return self.settle(Reason::InstanceNoLongerVisible, &what, OBSERVE);
+        }
+        match (self.deleting, previous.is_some()) {
+            (true, true) => {
+                let what = format!(
+                    "Instance {id} is no longer listed for AccessKeyId {key} in region {region}, which listed it before: it no longer exists; nothing to release"
+                );
+                self.confirm_release(Reason::NotFound, &what)
+            }
+            (true, false) => {
+                let what = format!(
+                    "Nothing was released: instance {id} was never listed for this resource (AccessKeyId {key}, {source}, region {region}), so it never managed it"
+                );
+                self.settle(Reason::NeverObserved, &what, "Release")
+            }
+            (false, _) => {
+                let what = format!(
+                    "Instance {id} is not listed by DescribeInstances in region {region} for AccessKeyId {key} ({source})"
+                );
+                self.settle(Reason::InstanceNotFound, &what, OBSERVE)
+            }
+        }
+    }
+
+    fn confirm_release(mut self, reason: Reason, what: &str) -> Decision {
         let release = self
             .status
             .release
             .get_or_insert_with(ReleaseRecord::default);
         release.confirmed_at = Some(self.now.clone());
         self.status.last_error = None;
-        self.set(RELEASED, true, reason, &message);
-        self.set(READY, false, reason, &message);
-        self.set(RECONCILING, false, reason, "");
-        self.set(STALLED, false, reason, "");
-        let event = normal("Released", "Release", message);
-        self.finish(Next::RemoveFinalizer, vec![event])
+        self.settle(reason, what, "Release")
     }
 
     fn observed(&mut self, instance: &Instance) {
+        let input = self.input();
         let mut observed = ObservedInstance {
             status: Some(instance.status.as_str().to_string()),
             charge_type: Some(instance.charge_type.clone()).filter(|c| !c.is_empty()),
@@ -437,15 +672,20 @@ impl<'a> Draft<'a> {
             lock_reasons: instance.lock_reasons.clone(),
             zone_id: Some(instance.zone_id.clone()).filter(|z| !z.is_empty()),
             observed_at: Some(self.now.clone()),
+            observed_with: input.access_key_id.map(|key| ObservedWith {
+                access_key_id: key.to_string(),
+                region_id: self.resource.spec.region_id.clone(),
+            }),
         };
         if let Some(previous) = &self.status.instance {
             let unchanged = ObservedInstance {
                 observed_at: previous.observed_at.clone(),
                 ..observed.clone()
             } == *previous;
-            let fresh = previous.observed_at.as_ref().is_some_and(|at| {
-                self.input.now.duration_since(at.0) < self.input.observed_at_refresh
-            });
+            let fresh = previous
+                .observed_at
+                .as_ref()
+                .is_some_and(|at| input.now.duration_since(at.0) < input.observed_at_refresh);
             if unchanged && fresh {
                 observed.observed_at = previous.observed_at.clone();
             }
@@ -455,103 +695,111 @@ impl<'a> Draft<'a> {
         self.status.last_error = None;
     }
 
-    fn ready(mut self, instance: &Instance) -> Decision {
-        let message = format!(
+    fn ready(mut self, instance: &Instance, tagged: Option<String>) -> Decision {
+        let what = format!(
             "Instance {} is {}",
             instance.instance_id,
             instance.status.as_str()
         );
-        self.set(READY, true, "InstanceObserved", &message);
-        self.set(RECONCILING, false, "InstanceObserved", "");
-        self.set(STALLED, false, "InstanceObserved", "");
-        self.set_released_pending();
         let pace = match instance.status {
             InstanceStatus::Running | InstanceStatus::Stopped => Pace::Steady,
             _ => Pace::Transition,
         };
-        self.finish(Next::Requeue(pace), Vec::new())
-    }
-
-    fn call(self, call: CloudCall) -> Decision {
-        let mut decision = self.finish(Next::Requeue(Pace::Transition), Vec::new());
-        decision.call = Some(call);
-        decision
-    }
-
-    fn call_succeeded(mut self, call: &CloudCall, request_id: &RequestId) -> Decision {
-        let id = &self.input.resource.spec.instance_id;
-        let request_id = &request_id.0;
-        let event = match call {
-            CloudCall::Stop(stop) => {
-                let how = if stop.force_stop {
-                    "StopInstance (ForceStop)"
-                } else {
-                    "StopInstance"
-                };
-                let message = format!(
-                    "{how} accepted for instance {id} (RequestId {request_id}); waiting for Stopped"
-                );
-                self.not_ready(false, "StopRequested", &message);
-                normal("StopRequested", "Stop", message)
-            }
-            CloudCall::Delete(delete) => {
-                let how = if delete.force {
-                    "DeleteInstance (Force)"
-                } else {
-                    "DeleteInstance"
-                };
-                let message = format!(
-                    "{how} accepted for instance {id} (RequestId {request_id}); waiting for it to disappear"
-                );
-                self.status.release = Some(ReleaseRecord {
-                    request_id: Some(request_id.clone()),
-                    requested_at: Some(self.now.clone()),
-                    confirmed_at: None,
-                });
-                self.set(RELEASED, true, "ReleaseRequested", &message);
-                self.not_ready(false, "WaitingForRelease", &message);
-                normal("ReleaseRequested", "Release", message)
-            }
-        };
-        self.finish(Next::Requeue(Pace::Transition), vec![event])
-    }
-
-    /// SPEC §3 step 6: what each ECS error means for the resource.
-    fn failed(mut self, error: &EcsError) -> Decision {
-        if error.class() == ErrorClass::NotFound && self.deleting {
-            return self.gone();
+        if let Some(note) = tagged {
+            self.extra_events.push(EventSpec {
+                warning: false,
+                reason: Reason::OwnershipRecorded,
+                action: "Tag",
+                note,
+            });
         }
-        let code_reason =
-            || conditions::reason_from_code(error.code().unwrap_or("UnexpectedError"));
-        let (stalled, reason, pace) = match error.class() {
-            // Not deleting: DescribeInstances never answers NotFound for a missing instance (it
-            // lists nothing), so this is a Stop/Delete race; look again soon.
-            ErrorClass::NotFound => (false, code_reason(), Pace::Transition),
-            ErrorClass::StateConflict if error.code() == Some("IncorrectInstanceStatus") => {
-                (false, code_reason(), Pace::Transition)
-            }
-            ErrorClass::StateConflict => (false, code_reason(), Pace::Backoff(Backoff::Normal)),
-            ErrorClass::Terminal => (true, code_reason(), Pace::Recheck),
-            ErrorClass::Throttled => (
-                false,
-                "Throttled".to_string(),
-                Pace::Backoff(Backoff::Throttled),
-            ),
-            ErrorClass::Transient => (
-                false,
-                "Retrying".to_string(),
-                Pace::Backoff(Backoff::Normal),
-            ),
-            ErrorClass::CredentialsRejected => {
-                (true, "CredentialsRejected".to_string(), Pace::Recheck)
-            }
-            ErrorClass::Unknown => (
-                false,
-                "UnexpectedError".to_string(),
-                Pace::Backoff(Backoff::Slow),
-            ),
+        self.settle_with(Reason::InstanceObserved, &what, OBSERVE, pace)
+    }
+
+    fn owned_by_another(self, instance: &Instance) -> Decision {
+        let owner = instance
+            .tags
+            .get(OWNER_TAG)
+            .map(|name| format!(" ({name})"))
+            .unwrap_or_default();
+        let what = format!(
+            "Instance {} is tagged {OWNER_UID_TAG}={}{owner}, another EcsInstance; this resource never adopts or releases it",
+            instance.instance_id,
+            owner_uid(instance).unwrap_or_default()
+        );
+        let action = if self.deleting { "Release" } else { OBSERVE };
+        self.settle(Reason::OwnedByAnotherResource, &what, action)
+    }
+
+    /// A release was accepted and the instance is still listed.
+    fn releasing(self, instance: &Instance) -> Decision {
+        let input = self.input();
+        let id = &instance.instance_id;
+        let request_id = self.release_request_id().unwrap_or_default();
+        let requested_at = self
+            .status
+            .release
+            .as_ref()
+            .and_then(|r| r.requested_at.clone());
+        if requested_at.is_some_and(|at| input.now.duration_since(at.0) > input.release_timeout) {
+            // ECS accepted the release but still lists the instance: polling fast forever would
+            // hide that, and asking again could release nothing new. A person should look.
+            let what = format!(
+                "DeleteInstance was accepted (RequestId {request_id}) over {} ago, but instance {id} is still listed as {}",
+                friendly(input.release_timeout),
+                instance.status.as_str()
+            );
+            return self.settle(Reason::ReleaseNotConfirmed, &what, "Release");
+        }
+        let what = format!(
+            "DeleteInstance accepted (RequestId {request_id}); waiting for instance {id} to disappear"
+        );
+        self.progress(Reason::WaitingForRelease, &what, Pace::Transition)
+    }
+
+    /// SPEC §3 step 6: what an ECS error means. `call` is this resource's own call, `None` for
+    /// the (possibly batched) observation.
+    fn failed(mut self, error: &EcsError, call: Option<&CloudCall>) -> Decision {
+        let own_release_call = matches!(call, Some(CloudCall::Stop(_) | CloudCall::Delete(_)));
+        if error.class() == ErrorClass::NotFound && own_release_call && self.deleting {
+            let id = &self.resource.spec.instance_id;
+            let (reason, what) = match self.release_request_id() {
+                Some(request_id) => (
+                    Reason::Released,
+                    format!("Instance {id} was released (DeleteInstance RequestId {request_id})"),
+                ),
+                None => (
+                    Reason::NotFound,
+                    format!("ECS answered this resource's own call: {error}; instance {id} no longer exists, nothing to release"),
+                ),
+            };
+            return self.confirm_release(reason, &what);
+        }
+        let reason = match error.class() {
+            ErrorClass::Throttled => Reason::Throttled,
+            ErrorClass::Transient => Reason::Retrying,
+            ErrorClass::CredentialsRejected => Reason::CredentialsRejected,
+            ErrorClass::Terminal => error
+                .code()
+                .and_then(Reason::of_code)
+                .unwrap_or(Reason::RequestRefused),
+            ErrorClass::StateConflict => error
+                .code()
+                .and_then(Reason::of_code)
+                .unwrap_or(Reason::UnexpectedError),
+            // A NotFound that is not the answer to our own Stop/Delete (a batched lookup, a
+            // tagging call) is never evidence that the instance is gone.
+            ErrorClass::NotFound | ErrorClass::Unknown => Reason::UnexpectedError,
         };
-        let message = error.to_string();
+        let what = if reason == Reason::CredentialsRejected {
+            format!(
+                "{error} (credentials: {}, AccessKeyId {})",
+                self.input().credentials_source,
+                self.key()
+            )
+        } else {
+            error.to_string()
+        };
         self.status.last_error = Some(LastError {
             action: error.action().to_string(),
             code: error.code().map(str::to_string),
@@ -560,32 +808,8 @@ impl<'a> Draft<'a> {
             http_status: error.http_status().map(i32::from),
             at: self.now.clone(),
         });
-        self.not_ready(stalled, &reason, &message);
-        let action = match error.action() {
-            "StopInstance" => "Stop",
-            "DeleteInstance" => "Release",
-            _ => "Observe",
-        };
-        let event = warning(&reason, action, message);
-        self.finish(Next::Requeue(pace), vec![event])
-    }
-}
-
-fn normal(reason: &str, action: &'static str, note: String) -> EventSpec {
-    EventSpec {
-        warning: false,
-        reason: reason.to_string(),
-        action,
-        note,
-    }
-}
-
-fn warning(reason: &str, action: &'static str, note: String) -> EventSpec {
-    EventSpec {
-        warning: true,
-        reason: reason.to_string(),
-        action,
-        note,
+        let action = call.map_or(OBSERVE, CloudCall::event_action);
+        self.settle(reason, &what, action)
     }
 }
 

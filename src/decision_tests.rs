@@ -1,23 +1,27 @@
-//! Table-driven tests of the decision function: every step of SPEC §3 and every row of its error
-//! table, as (resource, observation, call result) → (call, conditions, requeue, events).
+//! Table-driven tests of the decision: every step of SPEC §3, every row of its error table, the
+//! evidence and ownership rules. Statuses that a step starts from are produced by running the
+//! earlier steps (`Scenario::step`), never written by hand.
 
-use ecs_client::{
-    DeleteInstance, EcsError, ErrorKind, Instance, InstanceStatus, RequestId, StopInstance,
-};
+use std::collections::BTreeMap;
+
+use ecs_client::{EcsError, ErrorKind, Instance, InstanceStatus, RequestId};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::conditions::{READY, RECONCILING, RELEASED, STALLED, find};
-use crate::resource::{EcsInstanceSpec, OnDelete, ReleaseRecord};
+use crate::reasons::RECHECK_ANNOTATION;
+use crate::resource::{EcsInstanceSpec, OnDelete};
 
 const ID: &str = "i-bp67acfmxazb4ph3t1ab";
+const UID: &str = "0b8a3c1e-0000-4000-8000-000000000001";
+const KEY: &str = "LTAI-team-a";
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
 }
 
-fn resource(on_delete: OnDelete, deleting: bool) -> EcsInstance {
+fn resource(on_delete: OnDelete) -> EcsInstance {
     let mut resource = EcsInstance::new(
         "web-1",
         EcsInstanceSpec {
@@ -29,24 +33,27 @@ fn resource(on_delete: OnDelete, deleting: bool) -> EcsInstance {
         },
     );
     resource.metadata.namespace = Some("default".into());
+    resource.metadata.uid = Some(UID.into());
     resource.metadata.generation = Some(3);
-    if deleting {
-        resource.metadata.deletion_timestamp = Some(Time(now()));
-    }
     resource
 }
 
-fn deleting(stop: StopPolicy) -> EcsInstance {
-    resource(
-        OnDelete {
-            stop,
-            ..Default::default()
-        },
-        true,
-    )
+fn deleted(mut resource: EcsInstance) -> EcsInstance {
+    resource.metadata.deletion_timestamp = Some(Time(now()));
+    resource
 }
 
-fn instance(status: InstanceStatus) -> Observation {
+fn orphaned(mut resource: EcsInstance) -> EcsInstance {
+    resource.spec.deletion_policy = DeletionPolicy::Orphan;
+    deleted(resource)
+}
+
+fn instance_tagged(status: InstanceStatus, owner_uid: Option<&str>) -> Observation {
+    let mut tags = BTreeMap::new();
+    if let Some(uid) = owner_uid {
+        tags.insert(OWNER_UID_TAG.to_string(), uid.to_string());
+        tags.insert(OWNER_TAG.to_string(), "default/someone".to_string());
+    }
     Observation::Present(Instance {
         instance_id: ID.into(),
         region_id: "cn-hangzhou".into(),
@@ -56,7 +63,13 @@ fn instance(status: InstanceStatus) -> Observation {
         deletion_protection: false,
         lock_reasons: vec![],
         expired_time: None,
+        tags,
     })
+}
+
+/// An instance tagged as owned by the test resource.
+fn owned(status: InstanceStatus) -> Observation {
+    instance_tagged(status, Some(UID))
 }
 
 fn api_error(action: &str, status: u16, code: &str, message: &str) -> EcsError {
@@ -66,688 +79,648 @@ fn api_error(action: &str, status: u16, code: &str, message: &str) -> EcsError {
     EcsError::from_response(action, status, body.as_bytes())
 }
 
-fn decide_with(
-    resource: &EcsInstance,
-    observation: &Observation,
-    result: Option<&Result<RequestId, EcsError>>,
-) -> Decision {
-    decide(&Input {
-        resource,
-        observation,
-        stop_recently_requested: false,
-        call_result: result,
-        now: now(),
-        observed_at_refresh: SignedDuration::from_mins(5),
-        release_timeout: SignedDuration::from_mins(10),
-    })
+fn accepted(id: &str) -> Result<RequestId, EcsError> {
+    Ok(RequestId(id.into()))
 }
 
-fn condition(decision: &Decision, type_: &str) -> (String, String) {
-    let c =
-        find(&decision.status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
-    (c.status.clone(), c.reason.clone())
+/// One pass's circumstances; `plan` and `conclude` run on it like the shell does.
+struct Pass<'a> {
+    resource: &'a EcsInstance,
+    observation: Observation,
+    source: CredentialsSource,
+    key: Option<&'a str>,
+    stop_recently_requested: bool,
+    remembered_release: Option<ReleaseRecord>,
+    now: Timestamp,
+}
+
+impl<'a> Pass<'a> {
+    fn new(resource: &'a EcsInstance, observation: Observation) -> Self {
+        Pass {
+            resource,
+            observation,
+            source: CredentialsSource::Controller,
+            key: Some(KEY),
+            stop_recently_requested: false,
+            remembered_release: None,
+            now: now(),
+        }
+    }
+
+    fn input(&self) -> Input<'_> {
+        Input {
+            resource: self.resource,
+            observation: &self.observation,
+            credentials_source: &self.source,
+            access_key_id: self.key,
+            stop_recently_requested: self.stop_recently_requested,
+            remembered_release: self.remembered_release.as_ref(),
+            now: self.now,
+            observed_at_refresh: SignedDuration::from_mins(5),
+            release_timeout: SignedDuration::from_mins(10),
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.input())
+    }
+
+    /// The pass when it needs no call.
+    fn done(&self) -> Decision {
+        match self.plan() {
+            Plan::Done(decision) => decision,
+            Plan::Call(call) => panic!("expected no call, got {call:?}"),
+        }
+    }
+
+    /// The call the pass asks for.
+    fn call(&self) -> CloudCall {
+        match self.plan() {
+            Plan::Call(call) => call,
+            Plan::Done(decision) => panic!("expected a call, got {:?}", decision.reason()),
+        }
+    }
+
+    /// Plan, the planned call answering `result`, conclude.
+    fn with_result(&self, result: Result<RequestId, EcsError>) -> Decision {
+        let call = self.call();
+        conclude(&self.input(), &call, &result)
+    }
+}
+
+/// The resource as it is after `decision`'s status was written.
+fn after(resource: &EcsInstance, decision: &Decision) -> EcsInstance {
+    let mut next = resource.clone();
+    next.status = Some(decision.status.clone());
+    next
+}
+
+fn condition(decision: &Decision, type_: &str) -> (String, String, String) {
+    let c = find(&decision.status.conditions, type_).unwrap_or_else(|| panic!("no {type_}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
 fn assert_condition(decision: &Decision, type_: &str, status: &str, reason: &str) {
+    let (s, r, m) = condition(decision, type_);
     assert_eq!(
-        condition(decision, type_),
-        (status.to_string(), reason.to_string()),
-        "{type_} in {:#?}",
-        decision.status.conditions
+        (s.as_str(), r.as_str()),
+        (status, reason),
+        "{type_}: {m:?}"
     );
 }
 
+/// Reconciling or Stalled (exactly one True), Ready False with the same reason.
+fn assert_not_ready(decision: &Decision, stalled: bool, reason: &str) {
+    let (on, off) = if stalled {
+        (STALLED, RECONCILING)
+    } else {
+        (RECONCILING, STALLED)
+    };
+    assert_condition(decision, on, "True", reason);
+    assert_eq!(condition(decision, off).0, "False", "{reason}");
+    assert_condition(decision, READY, "False", reason);
+    if stalled {
+        let message = condition(decision, STALLED).2;
+        assert!(
+            message.contains(RECHECK_ANNOTATION),
+            "{reason}: a Stalled message says how to ask for a look now: {message}"
+        );
+        let remedy = Reason::ALL
+            .iter()
+            .find(|r| r.as_str() == reason)
+            .unwrap()
+            .remedy();
+        assert!(
+            message.contains(remedy),
+            "{reason}: says what to do: {message}"
+        );
+    }
+}
+
+fn event_reasons(decision: &Decision) -> Vec<(&'static str, bool)> {
+    decision
+        .events
+        .iter()
+        .map(|e| (e.reason.as_str(), e.warning))
+        .collect()
+}
+
+/// A resource that has been observed (and owned) once with `KEY`, then deleted.
+fn observed_then_deleted(on_delete: OnDelete) -> EcsInstance {
+    let live = resource(on_delete);
+    let first = Pass::new(&live, owned(InstanceStatus::Running)).done();
+    deleted(after(&live, &first))
+}
+
 #[test]
-fn not_deleting_and_observed_is_ready_with_a_steady_resync() {
-    let d = decide_with(
-        &resource(OnDelete::default(), false),
-        &instance(InstanceStatus::Running),
-        None,
-    );
-    assert_eq!(d.call, None);
+fn an_owned_instance_is_ready_with_a_steady_resync_and_records_who_saw_it() {
+    let r = resource(OnDelete::default());
+    let d = Pass::new(&r, owned(InstanceStatus::Running)).done();
     assert_condition(&d, READY, "True", "InstanceObserved");
     assert_condition(&d, RECONCILING, "False", "InstanceObserved");
     assert_condition(&d, STALLED, "False", "InstanceObserved");
     assert_condition(&d, RELEASED, "False", "NotDeleting");
     assert_eq!(d.next, Next::Requeue(Pace::Steady));
-    assert_eq!(d.status.observed_generation, Some(3));
-    assert!(
-        d.status
-            .conditions
-            .iter()
-            .all(|c| c.observed_generation == Some(3))
-    );
+    assert!(d.events.is_empty());
     let observed = d.status.instance.as_ref().unwrap();
     assert_eq!(observed.status.as_deref(), Some("Running"));
-    assert_eq!(observed.zone_id.as_deref(), Some("cn-hangzhou-g"));
-    assert!(d.events.is_empty());
-}
-
-#[test]
-fn an_instance_in_transition_is_polled_fast_while_not_deleting() {
-    let d = decide_with(
-        &resource(OnDelete::default(), false),
-        &instance(InstanceStatus::Starting),
-        None,
+    assert_eq!(
+        observed.observed_with,
+        Some(ObservedWith {
+            access_key_id: KEY.into(),
+            region_id: "cn-hangzhou".into()
+        })
     );
-    assert_eq!(d.next, Next::Requeue(Pace::Transition));
+    assert_eq!(d.status.observed_generation, Some(3));
+
+    let starting = Pass::new(&r, owned(InstanceStatus::Starting)).done();
+    assert_eq!(starting.next, Next::Requeue(Pace::Transition));
 }
 
 #[test]
-fn a_missing_instance_while_not_deleting_is_instance_not_found_without_a_loop() {
-    let d = decide_with(
-        &resource(OnDelete::default(), false),
-        &Observation::Absent,
-        None,
-    );
-    assert_condition(&d, READY, "False", "InstanceNotFound");
-    assert_condition(&d, STALLED, "True", "InstanceNotFound");
-    assert_eq!(d.next, Next::Requeue(Pace::Recheck));
-    assert_eq!(d.call, None);
-}
-
-#[test]
-fn orphan_releases_the_finalizer_without_any_cloud_call() {
-    let mut r = deleting(StopPolicy::Stop);
-    r.spec.deletion_policy = DeletionPolicy::Orphan;
-    assert!(is_orphaning(&r));
-    let d = decide_with(&r, &Observation::Skipped, None);
-    assert_eq!(d.call, None);
-    assert_eq!(d.next, Next::RemoveFinalizer);
-    assert_condition(&d, RELEASED, "False", "Orphaned");
-    assert_eq!(d.events[0].reason, "Orphaned");
-    assert!(!d.events[0].warning);
-}
-
-#[test]
-fn absent_while_deleting_is_released_not_found() {
-    let d = decide_with(&deleting(StopPolicy::Wait), &Observation::Absent, None);
-    assert_eq!(d.call, None);
-    assert_eq!(d.next, Next::RemoveFinalizer);
-    assert_condition(&d, RELEASED, "True", "NotFound");
-    assert!(d.status.release.as_ref().unwrap().confirmed_at.is_some());
-    assert_eq!(d.events[0].reason, "Released");
-}
-
-#[test]
-fn deletion_steps_by_instance_status_and_policy() {
-    let stop = |force_stop| {
-        Some(CloudCall::Stop(StopInstance {
-            instance_id: ID.into(),
-            force_stop,
-            stopped_mode: None,
-            dry_run: false,
-        }))
-    };
-    let delete = |force| {
-        Some(CloudCall::Delete(DeleteInstance {
-            instance_id: ID.into(),
-            force,
-            force_stop: None,
-            terminate_subscription: false,
-            dry_run: false,
-        }))
-    };
-    let forced = OnDelete {
-        force: true,
-        ..Default::default()
-    };
-    // (on_delete, instance status, expected call, expected Reconciling reason when waiting, pace)
-    type Row = (
-        OnDelete,
-        InstanceStatus,
-        Option<CloudCall>,
-        Option<&'static str>,
-        Pace,
-    );
-    let rows: Vec<Row> = vec![
-        (
-            OnDelete::default(),
-            InstanceStatus::Pending,
-            None,
-            Some("WaitingForInitialization"),
-            Pace::Transition,
-        ),
-        (
-            OnDelete::default(),
-            InstanceStatus::Starting,
-            None,
-            Some("WaitingForInitialization"),
-            Pace::Transition,
-        ),
-        (
-            OnDelete::default(),
-            InstanceStatus::Running,
-            None,
-            Some("WaitingForStopped"),
-            Pace::Waiting,
-        ),
-        (
-            OnDelete::default(),
-            InstanceStatus::Stopping,
-            None,
-            Some("WaitingForStopped"),
-            Pace::Transition,
-        ),
-        (
-            OnDelete::default(),
-            InstanceStatus::Stopped,
-            delete(false),
-            None,
-            Pace::Transition,
-        ),
-        (
-            OnDelete {
-                stop: StopPolicy::Stop,
-                ..Default::default()
-            },
-            InstanceStatus::Running,
-            stop(false),
-            None,
-            Pace::Transition,
-        ),
-        (
-            OnDelete {
-                stop: StopPolicy::ForceStop,
-                ..Default::default()
-            },
-            InstanceStatus::Running,
-            stop(true),
-            None,
-            Pace::Transition,
-        ),
-        (
-            OnDelete {
-                stop: StopPolicy::Stop,
-                ..Default::default()
-            },
-            InstanceStatus::Stopping,
-            None,
-            Some("WaitingForStopped"),
-            Pace::Transition,
-        ),
-        (
-            forced.clone(),
-            InstanceStatus::Running,
-            delete(true),
-            None,
-            Pace::Transition,
-        ),
-        (
-            forced.clone(),
-            InstanceStatus::Stopping,
-            delete(true),
-            None,
-            Pace::Transition,
-        ),
-        (
-            forced.clone(),
-            InstanceStatus::Pending,
-            None,
-            Some("WaitingForInitialization"),
-            Pace::Transition,
-        ),
-    ];
-    for (on_delete, status, call, waiting, pace) in rows {
-        let label = format!("{on_delete:?} / {status:?}");
-        let d = decide_with(&resource(on_delete, true), &instance(status), None);
-        assert_eq!(d.call, call, "{label}");
-        assert_eq!(d.next, Next::Requeue(pace), "{label}");
-        if let Some(reason) = waiting {
-            assert_condition(&d, RECONCILING, "True", reason);
-            assert_condition(&d, READY, "False", reason);
-            assert_condition(&d, RELEASED, "False", "Releasing");
+fn an_untagged_instance_is_tagged_as_ours_first_sight() {
+    for r in [resource(OnDelete::default()), deleted(resource(OnDelete::default()))] {
+        let pass = Pass::new(&r, instance_tagged(InstanceStatus::Stopped, None));
+        let CloudCall::Tag(tag) = pass.call() else {
+            panic!("an untagged instance is tagged before anything else");
+        };
+        assert_eq!(tag.instance_id, ID);
+        assert_eq!(tag.tags[OWNER_UID_TAG], UID);
+        assert_eq!(tag.tags[OWNER_TAG], "default/web-1");
+        let d = pass.with_result(accepted("TAG-1"));
+        assert!(d.events.iter().any(|e| e.reason == Reason::OwnershipRecorded));
+        if is_deleting(&r) {
+            // Released only after a later pass re-reads the tag.
+            assert_not_ready(&d, false, "OwnershipRecorded");
+            assert_eq!(d.next, Next::Requeue(Pace::Transition));
+        } else {
+            assert_condition(&d, READY, "True", "InstanceObserved");
         }
     }
 }
 
 #[test]
+fn an_instance_owned_by_another_resource_is_never_adopted_or_released() {
+    let foreign = || instance_tagged(InstanceStatus::Stopped, Some("another-uid"));
+    let live = resource(OnDelete::default());
+    let d = Pass::new(&live, foreign()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert!(condition(&d, STALLED).2.contains("another-uid"));
+
+    let r = deleted(after(&live, &d));
+    let d = Pass::new(&r, foreign()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert_eq!(
+        d.next,
+        Next::Requeue(Pace::Recheck),
+        "the finalizer stays"
+    );
+}
+
+#[test]
+fn deletion_steps_by_instance_status_and_policy() {
+    enum Expect {
+        Wait(&'static str, Pace),
+        Stop { force: bool },
+        Delete { force: bool },
+    }
+    let cases = [
+        (StopPolicy::Wait, false, InstanceStatus::Pending, Expect::Wait("WaitingForInitialization", Pace::Transition)),
+        (StopPolicy::Wait, false, InstanceStatus::Starting, Expect::Wait("WaitingForInitialization", Pace::Transition)),
+        (StopPolicy::Wait, false, InstanceStatus::Running, Expect::Wait("WaitingForStopped", Pace::Waiting)),
+        (StopPolicy::Wait, false, InstanceStatus::Stopping, Expect::Wait("WaitingForStopped", Pace::Transition)),
+        (StopPolicy::Stop, false, InstanceStatus::Running, Expect::Stop { force: false }),
+        (StopPolicy::ForceStop, false, InstanceStatus::Running, Expect::Stop { force: true }),
+        (StopPolicy::Stop, false, InstanceStatus::Stopping, Expect::Wait("WaitingForStopped", Pace::Transition)),
+        (StopPolicy::Wait, true, InstanceStatus::Running, Expect::Delete { force: true }),
+        (StopPolicy::Wait, true, InstanceStatus::Stopping, Expect::Delete { force: true }),
+        (StopPolicy::Wait, false, InstanceStatus::Stopped, Expect::Delete { force: false }),
+        (StopPolicy::Stop, false, InstanceStatus::Stopped, Expect::Delete { force: false }),
+        (StopPolicy::Wait, false, InstanceStatus::Other("Rebooting".into()), Expect::Wait("WaitingForStopped", Pace::Waiting)),
+    ];
+    for (stop, force, status, expect) in cases {
+        let r = observed_then_deleted(OnDelete {
+            stop,
+            force,
+            ..Default::default()
+        });
+        let label = format!("{stop:?} force={force} {status:?}");
+        let pass = Pass::new(&r, owned(status));
+        match expect {
+            Expect::Wait(reason, pace) => {
+                let d = pass.done();
+                assert_not_ready(&d, false, reason);
+                assert_eq!(d.next, Next::Requeue(pace), "{label}");
+                assert_condition(&d, RELEASED, "False", "Releasing");
+                assert!(d.events.is_empty(), "{label}: waiting is not an event");
+            }
+            Expect::Stop { force } => match pass.call() {
+                CloudCall::Stop(stop) => assert_eq!(stop.force_stop, force, "{label}"),
+                call => panic!("{label}: {call:?}"),
+            },
+            Expect::Delete { force } => match pass.call() {
+                CloudCall::Delete(delete) => assert_eq!(delete.force, force, "{label}"),
+                call => panic!("{label}: {call:?}"),
+            },
+        }
+    }
+}
+
+#[test]
+fn waiting_for_someone_to_stop_says_how_not_to_wait() {
+    let r = observed_then_deleted(OnDelete::default());
+    let d = Pass::new(&r, owned(InstanceStatus::Running)).done();
+    let message = condition(&d, RECONCILING).2;
+    assert!(message.contains("onDelete.stop to Stop"), "{message}");
+}
+
+#[test]
 fn stop_is_not_repeated_while_a_recent_stop_may_not_show_yet() {
-    let r = deleting(StopPolicy::Stop);
-    let observation = instance(InstanceStatus::Running);
-    let d = decide(&Input {
-        resource: &r,
-        observation: &observation,
-        stop_recently_requested: true,
-        call_result: None,
-        now: now(),
-        observed_at_refresh: SignedDuration::from_mins(5),
-        release_timeout: SignedDuration::from_mins(10),
+    let r = observed_then_deleted(OnDelete {
+        stop: StopPolicy::Stop,
+        ..Default::default()
     });
-    assert_eq!(d.call, None);
-    assert_condition(&d, RECONCILING, "True", "WaitingForStopped");
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Running));
+    pass.stop_recently_requested = true;
+    let d = pass.done();
+    assert_not_ready(&d, false, "WaitingForStopped");
     assert_eq!(d.next, Next::Requeue(Pace::Transition));
 }
 
 #[test]
-fn terminate_subscription_and_stopped_mode_are_passed_on() {
-    let on_delete = OnDelete {
+fn stop_and_delete_parameters_come_from_the_spec() {
+    let r = observed_then_deleted(OnDelete {
         stop: StopPolicy::Stop,
-        stopped_mode: Some(StoppedMode::StopCharging),
+        stopped_mode: Some(crate::resource::StoppedMode::StopCharging),
         terminate_subscription: true,
         ..Default::default()
+    });
+    let CloudCall::Stop(stop) = Pass::new(&r, owned(InstanceStatus::Running)).call() else {
+        panic!()
     };
-    let d = decide_with(
-        &resource(on_delete.clone(), true),
-        &instance(InstanceStatus::Running),
-        None,
-    );
-    match d.call {
-        Some(CloudCall::Stop(stop)) => assert_eq!(
-            stop.stopped_mode,
-            Some(ecs_client::StoppedMode::StopCharging)
-        ),
-        other => panic!("expected StopInstance, got {other:?}"),
-    }
-    let d = decide_with(
-        &resource(on_delete, true),
-        &instance(InstanceStatus::Stopped),
-        None,
-    );
-    match d.call {
-        Some(CloudCall::Delete(delete)) => assert!(delete.terminate_subscription),
-        other => panic!("expected DeleteInstance, got {other:?}"),
-    }
-}
-
-#[test]
-fn accepted_delete_records_the_release_and_polls_until_absent() {
-    let r = deleting(StopPolicy::Wait);
-    let stopped = instance(InstanceStatus::Stopped);
-    let accepted = Ok(RequestId("REQ-DEL".into()));
-    let d = decide_with(&r, &stopped, Some(&accepted));
-    assert_eq!(d.call, None);
-    assert_condition(&d, RELEASED, "True", "ReleaseRequested");
-    assert_condition(&d, RECONCILING, "True", "WaitingForRelease");
-    let release = d.status.release.clone().unwrap();
-    assert_eq!(release.request_id.as_deref(), Some("REQ-DEL"));
-    assert_eq!(release.requested_at, Some(Time(now())));
-    assert_eq!(d.events[0].reason, "ReleaseRequested");
-    assert_eq!(d.next, Next::Requeue(Pace::Transition));
-
-    // Next pass: the instance is still listed (release is asynchronous): no second DeleteInstance.
-    let mut released = r.clone();
-    released.status = Some(d.status.clone());
-    let d2 = decide_with(&released, &stopped, None);
-    assert_eq!(d2.call, None, "a recorded release is never requested again");
-    assert_condition(&d2, RECONCILING, "True", "WaitingForRelease");
-    assert_condition(&d2, RELEASED, "True", "ReleaseRequested");
-
-    // Then it is gone: Released (keeping the transition time), finalizer removed.
-    let d3 = decide_with(&released, &Observation::Absent, None);
-    assert_eq!(d3.next, Next::RemoveFinalizer);
-    assert_condition(&d3, RELEASED, "True", "Released");
-    assert!(d3.status.release.as_ref().unwrap().confirmed_at.is_some());
     assert_eq!(
-        d3.status.release.as_ref().unwrap().request_id.as_deref(),
-        Some("REQ-DEL")
+        stop.stopped_mode,
+        Some(ecs_client::StoppedMode::StopCharging)
     );
+    let CloudCall::Delete(delete) = Pass::new(&r, owned(InstanceStatus::Stopped)).call() else {
+        panic!()
+    };
+    assert!(delete.terminate_subscription);
+    assert!(!delete.dry_run);
 }
 
 #[test]
 fn accepted_stop_waits_for_stopped() {
-    let d = decide_with(
-        &deleting(StopPolicy::ForceStop),
-        &instance(InstanceStatus::Running),
-        Some(&Ok(RequestId("REQ-STOP".into()))),
-    );
-    assert_condition(&d, RECONCILING, "True", "StopRequested");
-    assert_eq!(d.events[0].reason, "StopRequested");
-    assert!(d.events[0].note.contains("ForceStop"));
+    let r = observed_then_deleted(OnDelete {
+        stop: StopPolicy::ForceStop,
+        ..Default::default()
+    });
+    let d = Pass::new(&r, owned(InstanceStatus::Running)).with_result(accepted("STOP-1"));
+    assert_not_ready(&d, false, "StopRequested");
+    assert_eq!(event_reasons(&d), [("StopRequested", false)]);
+    assert!(d.events[0].note.contains("ForceStop") && d.events[0].note.contains("STOP-1"));
     assert_eq!(d.next, Next::Requeue(Pace::Transition));
+}
+
+/// The whole happy path, each status produced by the step before.
+#[test]
+fn accepted_delete_is_recorded_polled_and_confirmed() {
+    let r = observed_then_deleted(OnDelete::default());
+    let d = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(accepted("DEL-1"));
+    assert_not_ready(&d, false, "ReleaseRequested");
+    assert_condition(&d, RELEASED, "True", "ReleaseRequested");
+    assert_eq!(event_reasons(&d), [("ReleaseRequested", false)]);
+    let release = d.status.release.clone().unwrap();
+    assert_eq!(release.request_id.as_deref(), Some("DEL-1"));
+    assert_eq!(release.requested_at, Some(Time(now())));
+
+    // Release is asynchronous: still listed, no second DeleteInstance.
+    let r = after(&r, &d);
+    let d = Pass::new(&r, owned(InstanceStatus::Stopped)).done();
+    assert_not_ready(&d, false, "WaitingForRelease");
+    assert_condition(&d, RELEASED, "True", "ReleaseRequested");
+    assert!(d.events.is_empty());
+
+    let r = after(&r, &d);
+    let d = Pass::new(&r, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "True", "Released");
+    assert_condition(&d, READY, "False", "Released");
+    assert_condition(&d, RECONCILING, "False", "Released");
+    assert_condition(&d, STALLED, "False", "Released");
+    assert_eq!(event_reasons(&d), [("Released", false)]);
+    assert!(d.events[0].note.contains("DEL-1"));
+    assert!(d.status.release.unwrap().confirmed_at.is_some());
+}
+
+#[test]
+fn a_remembered_release_is_never_sent_twice_even_if_its_status_write_failed() {
+    let r = observed_then_deleted(OnDelete::default());
+    let d = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(accepted("DEL-1"));
+    // The status write failed: the resource still has no release record.
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.remembered_release = d.status.release.clone();
+    let again = pass.done();
+    assert_not_ready(&again, false, "WaitingForRelease");
+    assert_eq!(
+        again.status.release.as_ref().unwrap().request_id.as_deref(),
+        Some("DEL-1")
+    );
+    let mut gone = Pass::new(&r, Observation::Absent);
+    gone.remembered_release = d.status.release.clone();
+    let d = gone.done();
+    assert_condition(&d, RELEASED, "True", "Released");
+    assert!(d.events[0].note.contains("DEL-1"), "the final event tells the truth");
+}
+
+#[test]
+fn not_listed_while_deleting_is_released_only_on_evidence() {
+    // (b) the same key and region listed it before: it no longer exists.
+    let r = observed_then_deleted(OnDelete::default());
+    let d = Pass::new(&r, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "True", "NotFound");
+    assert!(condition(&d, RELEASED).2.contains("no longer exists"));
+
+    // Another key does not list it: keys rotated to another account, or a RAM filter.
+    let mut other_key = Pass::new(&r, Observation::Absent);
+    other_key.key = Some("LTAI-other-account");
+    other_key.source = CredentialsSource::Secret("default/rotated".into());
+    let d = other_key.done();
+    assert_not_ready(&d, true, "InstanceNoLongerVisible");
+    assert_eq!(d.next, Next::Requeue(Pace::Recheck), "the finalizer stays");
+    let message = condition(&d, STALLED).2;
+    for part in [KEY, "LTAI-other-account", "default/rotated", "Orphan"] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    assert_condition(&d, RELEASED, "False", "Releasing");
+    assert_eq!(
+        d.status.instance.unwrap().observed_with.unwrap().access_key_id,
+        KEY,
+        "who saw it last is kept"
+    );
+
+    // (c) never observed by this resource: nothing was managed, nothing released.
+    let never = deleted(resource(OnDelete::default()));
+    let d = Pass::new(&never, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "False", "NeverObserved");
+    let note = &d.events[0].note;
+    assert!(note.contains("Nothing was released") && !note.contains("no longer exists"), "{note}");
+
+    // Observed before observedWith existed: who saw it is unknown, so no proof.
+    let mut legacy = r.clone();
+    legacy.status.as_mut().unwrap().instance.as_mut().unwrap().observed_with = None;
+    let d = Pass::new(&legacy, Observation::Absent).done();
+    assert_not_ready(&d, true, "InstanceNoLongerVisible");
+}
+
+#[test]
+fn not_listed_while_not_deleting_keeps_the_evidence() {
+    let live = resource(OnDelete::default());
+    let seen = Pass::new(&live, owned(InstanceStatus::Running)).done();
+    let r = after(&live, &seen);
+    let d = Pass::new(&r, Observation::Absent).done();
+    assert_not_ready(&d, true, "InstanceNotFound");
+    assert_eq!(d.next, Next::Requeue(Pace::Recheck));
+    assert!(d.events.iter().all(|e| e.reason == Reason::InstanceNotFound));
+    let kept = d.status.instance.clone().unwrap();
+    assert_eq!(kept.status, None, "no cloud status for an instance not listed");
+    assert_eq!(kept.observed_with.unwrap().access_key_id, KEY);
+
+    // Deleted afterwards with a key of another account: still no proof.
+    let r = deleted(after(&r, &d));
+    let mut other = Pass::new(&r, Observation::Absent);
+    other.key = Some("LTAI-other-account");
+    assert_not_ready(&other.done(), true, "InstanceNoLongerVisible");
+}
+
+#[test]
+fn a_failed_lookup_is_never_evidence_of_a_release() {
+    let r = observed_then_deleted(OnDelete::default());
+    for error in [
+        api_error("DescribeInstances", 404, "InvalidInstanceId.NotFound", "odd"),
+        api_error("DescribeInstances", 404, "InvalidRegionId.NotFound", "no region"),
+        EcsError::new("DescribeInstances", ErrorKind::Timeout, "timed out"),
+    ] {
+        let d = Pass::new(&r, Observation::Failed(error.clone())).done();
+        assert!(
+            matches!(d.next, Next::Requeue(_)),
+            "{error}: the finalizer stays"
+        );
+        assert_condition(&d, RELEASED, "False", "Releasing");
+    }
+}
+
+#[test]
+fn not_found_from_our_own_stop_or_delete_means_already_released() {
+    for (action, code, http) in [
+        ("DeleteInstance", "InvalidInstanceId.NotFound", 404),
+        ("DeleteInstance", "Forbidden.InstanceNotFound", 403),
+    ] {
+        let r = observed_then_deleted(OnDelete::default());
+        let error = api_error(action, http, code, "gone");
+        let d = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Err(error));
+        assert_eq!(d.next, Next::RemoveFinalizer, "{code}");
+        assert_condition(&d, RELEASED, "True", "NotFound");
+    }
+    let r = observed_then_deleted(OnDelete {
+        stop: StopPolicy::Stop,
+        ..Default::default()
+    });
+    let error = api_error("StopInstance", 404, "InvalidInstanceId.NotFound", "gone");
+    let d = Pass::new(&r, owned(InstanceStatus::Running)).with_result(Err(error));
+    assert_eq!(d.next, Next::RemoveFinalizer);
+}
+
+#[test]
+fn a_failed_tagging_call_follows_the_error_table_and_is_never_a_release() {
+    let r = deleted(resource(OnDelete::default()));
+    let untagged = || instance_tagged(InstanceStatus::Stopped, None);
+    let d = Pass::new(&r, untagged()).with_result(Err(api_error(
+        "TagResources",
+        403,
+        "Forbidden.RAM",
+        "not allowed",
+    )));
+    assert_not_ready(&d, true, "CredentialsRejected");
+    let d = Pass::new(&r, untagged()).with_result(Err(api_error(
+        "TagResources",
+        404,
+        "InvalidInstanceId.NotFound",
+        "odd",
+    )));
+    assert!(matches!(d.next, Next::Requeue(_)));
 }
 
 /// SPEC §3 step 6, row by row: the DeleteInstance error → condition, reason, pace.
 #[test]
 fn every_row_of_the_error_table() {
-    struct Row {
-        http: u16,
-        code: &'static str,
-        condition: &'static str,
-        reason: &'static str,
-        pace: Pace,
-    }
     let backoff = Pace::Backoff(Backoff::Normal);
-    let rows = [
-        Row {
-            http: 403,
-            code: "IncorrectInstanceStatus",
-            condition: RECONCILING,
-            reason: "IncorrectInstanceStatus",
-            pace: Pace::Transition,
-        },
-        Row {
-            http: 403,
-            code: "IncorrectInstanceStatus.Initializing",
-            condition: RECONCILING,
-            reason: "IncorrectInstanceStatusInitializing",
-            pace: backoff,
-        },
-        Row {
-            http: 400,
-            code: "DependencyViolation.SLBConfiguring",
-            condition: RECONCILING,
-            reason: "DependencyViolationSLBConfiguring",
-            pace: backoff,
-        },
-        Row {
-            http: 400,
-            code: "DependencyViolation.RouteEntry",
-            condition: STALLED,
-            reason: "DependencyViolationRouteEntry",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "InvalidParameter",
-            condition: STALLED,
-            reason: "InvalidParameter",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 403,
-            code: "ChargeTypeViolation",
-            condition: STALLED,
-            reason: "ChargeTypeViolation",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 403,
-            code: "InstanceLockedForSecurity",
-            condition: STALLED,
-            reason: "InstanceLockedForSecurity",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 403,
-            code: "InvalidOperation.DeletionProtection",
-            condition: STALLED,
-            reason: "InvalidOperationDeletionProtection",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "Throttling",
-            condition: RECONCILING,
-            reason: "Throttled",
-            pace: Pace::Backoff(Backoff::Throttled),
-        },
-        Row {
-            http: 400,
-            code: "Throttling.User",
-            condition: RECONCILING,
-            reason: "Throttled",
-            pace: Pace::Backoff(Backoff::Throttled),
-        },
-        Row {
-            http: 400,
-            code: "Throttling.Api",
-            condition: RECONCILING,
-            reason: "Throttled",
-            pace: Pace::Backoff(Backoff::Throttled),
-        },
-        Row {
-            http: 503,
-            code: "ServiceUnavailable",
-            condition: RECONCILING,
-            reason: "Retrying",
-            pace: backoff,
-        },
-        Row {
-            http: 500,
-            code: "InternalError",
-            condition: RECONCILING,
-            reason: "Retrying",
-            pace: backoff,
-        },
-        Row {
-            http: 404,
-            code: "InvalidAccessKeyId.NotFound",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "InvalidAccessKeyId.Inactive",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "SignatureDoesNotMatch",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "IncompleteSignature",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 403,
-            code: "Forbidden.RAM",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 400,
-            code: "InvalidTimeStamp.Expired",
-            condition: STALLED,
-            reason: "CredentialsRejected",
-            pace: Pace::Recheck,
-        },
-        Row {
-            http: 403,
-            code: "OperationDenied.SystemInstanceNotSupport",
-            condition: RECONCILING,
-            reason: "UnexpectedError",
-            pace: Pace::Backoff(Backoff::Slow),
-        },
+    let throttled = Pace::Backoff(Backoff::Throttled);
+    let rows: &[(u16, &str, bool, &str, Pace)] = &[
+        (403, "IncorrectInstanceStatus", false, "IncorrectInstanceStatus", Pace::Transition),
+        (403, "IncorrectInstanceStatus.Initializing", false, "IncorrectInstanceStatusInitializing", backoff),
+        (400, "DependencyViolation.SLBConfiguring", false, "DependencyViolationSLBConfiguring", backoff),
+        (400, "DependencyViolation.RouteEntry", true, "DependencyViolationRouteEntry", Pace::Recheck),
+        (400, "InvalidParameter", true, "InvalidParameter", Pace::Recheck),
+        (403, "ChargeTypeViolation", true, "ChargeTypeViolation", Pace::Recheck),
+        (403, "InstanceLockedForSecurity", true, "InstanceLockedForSecurity", Pace::Recheck),
+        (403, "InvalidOperation.DeletionProtection", true, "InvalidOperationDeletionProtection", Pace::Recheck),
+        (400, "Throttling", false, "Throttled", throttled),
+        (400, "Throttling.User", false, "Throttled", throttled),
+        (400, "Throttling.Api", false, "Throttled", throttled),
+        (503, "ServiceUnavailable", false, "Retrying", backoff),
+        (500, "InternalError", false, "Retrying", backoff),
+        (404, "InvalidAccessKeyId.NotFound", true, "CredentialsRejected", Pace::Recheck),
+        (400, "InvalidAccessKeyId.Inactive", true, "CredentialsRejected", Pace::Recheck),
+        (400, "SignatureDoesNotMatch", true, "CredentialsRejected", Pace::Recheck),
+        (400, "IncompleteSignature", true, "CredentialsRejected", Pace::Recheck),
+        (403, "Forbidden.RAM", true, "CredentialsRejected", Pace::Recheck),
+        (400, "InvalidTimeStamp.Expired", true, "CredentialsRejected", Pace::Recheck),
+        (403, "OperationDenied.SystemInstanceNotSupport", false, "UnexpectedError", Pace::Backoff(Backoff::Slow)),
     ];
-    let r = deleting(StopPolicy::Wait);
-    let stopped = instance(InstanceStatus::Stopped);
-    for row in rows {
-        let error = api_error("DeleteInstance", row.http, row.code, "the message");
-        let d = decide_with(&r, &stopped, Some(&Err(error)));
-        let label = row.code;
-        assert_eq!(d.next, Next::Requeue(row.pace), "{label}");
-        assert_condition(&d, row.condition, "True", row.reason);
-        let other = if row.condition == STALLED {
-            RECONCILING
-        } else {
-            STALLED
-        };
-        assert_eq!(
-            condition(&d, other).0,
-            "False",
-            "{label}: only one of Reconciling/Stalled is True"
-        );
-        assert_condition(&d, READY, "False", row.reason);
+    let r = observed_then_deleted(OnDelete::default());
+    for &(http, code, stalled, reason, pace) in rows {
+        let error = api_error("DeleteInstance", http, code, "the message");
+        let d = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Err(error));
+        assert_eq!(d.next, Next::Requeue(pace), "{code}");
+        assert_not_ready(&d, stalled, reason);
         assert_condition(&d, RELEASED, "False", "Releasing");
         // The exact code, message and RequestId are in the condition message and lastError.
-        let message = &find(&d.status.conditions, row.condition).unwrap().message;
+        let message = condition(&d, if stalled { STALLED } else { RECONCILING }).2;
         assert!(
-            message.contains(row.code)
-                && message.contains("the message")
-                && message.contains("REQ-1"),
-            "{label}: {message}"
+            message.contains(code) && message.contains("the message") && message.contains("REQ-1"),
+            "{code}: {message}"
         );
         let last = d.status.last_error.as_ref().unwrap();
         assert_eq!(last.action, "DeleteInstance");
-        assert_eq!(last.code.as_deref(), Some(row.code));
+        assert_eq!(last.code.as_deref(), Some(code));
         assert_eq!(last.request_id.as_deref(), Some("REQ-1"));
-        assert_eq!(last.http_status, Some(i32::from(row.http)));
+        assert_eq!(last.http_status, Some(i32::from(http)));
         assert_eq!(last.message, "the message");
-        assert_eq!(d.events.len(), 1, "{label}");
-        assert!(d.events[0].warning, "{label}: errors are Warning events");
-        assert_eq!(d.events[0].reason, row.reason);
+        assert_eq!(event_reasons(&d), [(reason, true)], "{code}: a Warning event");
+        assert_eq!(d.events[0].action, "Release");
     }
 }
 
 #[test]
-fn not_found_from_delete_or_stop_means_already_released() {
-    for (code, status) in [
-        ("InvalidInstanceId.NotFound", 404),
-        ("Forbidden.InstanceNotFound", 403),
-    ] {
-        let error = api_error("DeleteInstance", status, code, "gone");
-        let d = decide_with(
-            &deleting(StopPolicy::Wait),
-            &instance(InstanceStatus::Stopped),
-            Some(&Err(error)),
-        );
-        assert_eq!(d.next, Next::RemoveFinalizer, "{code}");
-        assert_condition(&d, RELEASED, "True", "NotFound");
-        assert!(d.status.last_error.is_none());
-    }
-}
+fn credentials_messages_name_the_secret_or_the_controller() {
+    let mut r = observed_then_deleted(OnDelete::default());
+    r.spec.credentials_ref = Some(crate::resource::CredentialsRef {
+        name: "team-a".into(),
+    });
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.source = CredentialsSource::Secret("default/team-a".into());
+    let error = api_error("DeleteInstance", 404, "InvalidAccessKeyId.NotFound", "bad key");
+    let d = pass.with_result(Err(error.clone()));
+    assert_not_ready(&d, true, "CredentialsRejected");
+    assert!(condition(&d, STALLED).2.contains("Secret default/team-a"));
 
-#[test]
-fn timeouts_and_non_api_bodies_are_retried_with_backoff() {
-    let timeout = EcsError::new(
-        "DescribeInstances",
-        ErrorKind::Timeout,
-        "no answer within 10s",
+    let pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    let d = pass.with_result(Err(error));
+    assert!(
+        condition(&d, STALLED)
+            .2
+            .contains("the controller's own credentials")
     );
-    let d = decide_with(
-        &deleting(StopPolicy::Wait),
-        &Observation::Failed(timeout),
-        None,
-    );
-    assert_condition(&d, RECONCILING, "True", "Retrying");
-    assert_eq!(d.next, Next::Requeue(Pace::Backoff(Backoff::Normal)));
 
-    let proxy = EcsError::from_response("DeleteInstance", 502, b"<html>Bad Gateway</html>");
-    let d = decide_with(
-        &deleting(StopPolicy::Wait),
-        &instance(InstanceStatus::Stopped),
-        Some(&Err(proxy)),
+    let mut missing = Pass::new(
+        &r,
+        Observation::CredentialsUnavailable("the Secret does not exist".into()),
     );
-    assert_condition(&d, RECONCILING, "True", "Retrying");
-    assert!(d.status.last_error.as_ref().unwrap().code.is_none());
-}
-
-#[test]
-fn missing_credentials_stall_until_the_secret_is_fixed() {
-    let d = decide_with(
-        &deleting(StopPolicy::Wait),
-        &Observation::CredentialsUnavailable("credentials Secret default/ecs not found".into()),
-        None,
-    );
-    assert_condition(&d, STALLED, "True", "CredentialsUnavailable");
+    missing.source = CredentialsSource::Secret("default/team-a".into());
+    missing.key = None;
+    let d = missing.done();
+    assert_not_ready(&d, true, "CredentialsUnavailable");
+    let message = condition(&d, STALLED).2;
+    assert!(message.contains("Secret default/team-a") && message.contains("does not exist"));
     assert_eq!(d.next, Next::Requeue(Pace::Recheck));
-    assert!(d.events[0].warning);
-    assert_eq!(d.call, None);
+}
+
+#[test]
+fn orphaning_removes_our_tags_and_never_waits_for_the_cloud() {
+    let r = orphaned(resource(OnDelete::default()));
+    let pass = Pass::new(&r, owned(InstanceStatus::Running));
+    let CloudCall::Untag(untag) = pass.call() else {
+        panic!("our tags are removed")
+    };
+    assert_eq!(untag.keys, [OWNER_TAG, OWNER_UID_TAG]);
+    let d = pass.with_result(accepted("UNTAG-1"));
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "False", "Orphaned");
+    assert_eq!(event_reasons(&d), [("Orphaned", false)]);
+
+    let failed = pass.with_result(Err(api_error("UntagResources", 403, "Forbidden.RAM", "no")));
+    assert_eq!(failed.next, Next::RemoveFinalizer, "a failed untag never blocks an Orphan");
+    assert!(failed.events[0].note.contains("Forbidden.RAM"));
+
+    for observation in [
+        instance_tagged(InstanceStatus::Running, Some("another-uid")),
+        instance_tagged(InstanceStatus::Running, None),
+        Observation::Absent,
+        Observation::Failed(EcsError::new("DescribeInstances", ErrorKind::Timeout, "slow")),
+        Observation::CredentialsUnavailable("no Secret".into()),
+    ] {
+        let d = Pass::new(&r, observation.clone()).done();
+        assert_eq!(d.next, Next::RemoveFinalizer, "{observation:?}");
+        assert_condition(&d, RELEASED, "False", "Orphaned");
+    }
+}
+
+#[test]
+fn a_duplicate_never_acts_and_is_removed_without_a_cloud_call() {
+    let live = resource(OnDelete::default());
+    let d = duplicate(&live, "team-b/web-0", now());
+    assert_not_ready(&d, true, "DuplicateInstance");
+    assert!(condition(&d, STALLED).2.contains("team-b/web-0"));
+
+    let gone = duplicate(&deleted(after(&live, &d)), "team-b/web-0", now());
+    assert_eq!(gone.next, Next::RemoveFinalizer);
+    assert_condition(&gone, RELEASED, "False", "DuplicateRemoved");
+    assert_eq!(event_reasons(&gone), [("DuplicateRemoved", true)]);
+    assert!(gone.events[0].note.contains("not released"));
 }
 
 #[test]
 fn a_successful_observation_clears_the_last_error() {
-    let mut r = resource(OnDelete::default(), false);
-    let failed = decide_with(
-        &r,
-        &Observation::Failed(api_error(
-            "DescribeInstances",
-            503,
-            "ServiceUnavailable",
-            "busy",
-        )),
-        None,
-    );
+    let r = observed_then_deleted(OnDelete::default());
+    let failed = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Err(api_error(
+        "DeleteInstance",
+        503,
+        "ServiceUnavailable",
+        "busy",
+    )));
     assert!(failed.status.last_error.is_some());
-    r.status = Some(failed.status);
-    let recovered = decide_with(&r, &instance(InstanceStatus::Running), None);
-    assert!(recovered.status.last_error.is_none());
-    assert_condition(&recovered, READY, "True", "InstanceObserved");
-    assert_condition(&recovered, RECONCILING, "False", "InstanceObserved");
+    let d = Pass::new(&after(&r, &failed), owned(InstanceStatus::Stopping)).done();
+    assert!(d.status.last_error.is_none());
 }
 
 #[test]
 fn an_unchanged_observation_does_not_change_the_status() {
-    let mut r = resource(OnDelete::default(), false);
-    let first = decide_with(&r, &instance(InstanceStatus::Running), None);
-    r.status = Some(first.status.clone());
-    // A minute later, nothing changed: the status is identical, so nothing is written.
-    let later = decide(&Input {
-        resource: &r,
-        observation: &instance(InstanceStatus::Running),
-        stop_recently_requested: false,
-        call_result: None,
-        now: now() + SignedDuration::from_mins(1),
-        observed_at_refresh: SignedDuration::from_mins(5),
-        release_timeout: SignedDuration::from_mins(10),
-    });
-    assert_eq!(later.status, first.status);
-    // Ten minutes later the observation time is refreshed once.
-    let much_later = decide(&Input {
-        resource: &r,
-        observation: &instance(InstanceStatus::Running),
-        stop_recently_requested: false,
-        call_result: None,
-        now: now() + SignedDuration::from_mins(10),
-        observed_at_refresh: SignedDuration::from_mins(5),
-        release_timeout: SignedDuration::from_mins(10),
-    });
-    assert_ne!(much_later.status, first.status);
-    assert_eq!(
-        much_later.status.conditions, first.status.conditions,
-        "conditions keep their transition times"
+    let live = resource(OnDelete::default());
+    let first = Pass::new(&live, owned(InstanceStatus::Running)).done();
+    let r = after(&live, &first);
+    let mut later = Pass::new(&r, owned(InstanceStatus::Running));
+    later.now = now() + SignedDuration::from_secs(60);
+    assert_eq!(later.done().status, first.status, "no write for a steady resync");
+    later.now = now() + SignedDuration::from_mins(6);
+    assert_ne!(
+        later.done().status,
+        first.status,
+        "observedAt is refreshed after a while"
     );
-}
-
-#[test]
-fn a_recorded_release_is_confirmed_even_if_describe_says_not_found() {
-    let mut r = deleting(StopPolicy::Wait);
-    r.status = Some(EcsInstanceStatus {
-        release: Some(ReleaseRecord {
-            request_id: Some("REQ-DEL".into()),
-            requested_at: Some(Time(now())),
-            confirmed_at: None,
-        }),
-        ..Default::default()
-    });
-    let d = decide_with(&r, &Observation::Absent, None);
-    assert_eq!(d.next, Next::RemoveFinalizer);
-    assert_condition(&d, RELEASED, "True", "Released");
 }
 
 #[test]
 fn a_release_still_listed_long_after_it_was_accepted_needs_a_person() {
-    let mut r = deleting(StopPolicy::Wait);
-    let requested = now() - SignedDuration::from_mins(11);
-    r.status = Some(EcsInstanceStatus {
-        release: Some(ReleaseRecord {
-            request_id: Some("REQ-DEL".into()),
-            requested_at: Some(Time(requested)),
-            confirmed_at: None,
-        }),
-        ..Default::default()
-    });
-    let d = decide_with(&r, &instance(InstanceStatus::Stopped), None);
-    assert_eq!(d.call, None, "the release is not requested again");
-    assert_condition(&d, STALLED, "True", "ReleaseNotConfirmed");
-    assert_condition(&d, RELEASED, "False", "Releasing");
-    assert_eq!(d.next, Next::Requeue(Pace::Recheck));
-    let message = &find(&d.status.conditions, STALLED).unwrap().message;
-    assert!(
-        message.contains("REQ-DEL") && message.contains("10m") && message.contains("Orphan"),
-        "{message}"
-    );
-    assert!(d.events[0].warning);
-
-    // Within the timeout it is an ordinary wait.
-    r.status
-        .as_mut()
-        .unwrap()
-        .release
-        .as_mut()
-        .unwrap()
-        .requested_at = Some(Time(now() - SignedDuration::from_mins(9)));
-    let d = decide_with(&r, &instance(InstanceStatus::Stopped), None);
-    assert_condition(&d, RECONCILING, "True", "WaitingForRelease");
+    let r = observed_then_deleted(OnDelete::default());
+    let d = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(accepted("DEL-1"));
+    let r = after(&r, &d);
+    let mut late = Pass::new(&r, owned(InstanceStatus::Stopped));
+    late.now = now() + SignedDuration::from_mins(11);
+    let d = late.done();
+    assert_not_ready(&d, true, "ReleaseNotConfirmed");
+    assert_condition(&d, RELEASED, "True", "ReleaseRequested");
+    assert!(condition(&d, STALLED).2.contains("DEL-1"));
 }

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod decision;
 pub mod metrics;
 pub mod pacing;
+pub mod reasons;
 pub mod reconciler;
 pub mod resource;
 pub mod server;

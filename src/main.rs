@@ -9,8 +9,8 @@ use ecs_instance_controller::{
     cli::{Args, LogFormat},
     metrics::Metrics,
     pacing::Timings,
-    reconciler::{self, Context},
-    server::{self, Readiness},
+    reconciler::{self, Context, CredentialsPolicy},
+    server::{self, Readiness, WatchHealth},
 };
 use futures::future::join_all;
 use kube::{Client, Config, config::KubeConfigOptions};
@@ -33,8 +33,12 @@ async fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal, never into files, pipes or log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -81,11 +85,14 @@ async fn run(args: Args) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let readiness = Readiness::default();
+    let watch_health = WatchHealth::default();
     server::serve(
         args.metrics_addr,
         args.health_addr,
         metrics.clone(),
         readiness.clone(),
+        watch_health.clone(),
+        args.watch_unhealthy_after,
         shutdown.clone(),
     )
     .await
@@ -96,13 +103,15 @@ async fn run(args: Args) -> Result<(), String> {
         )
     })?;
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        ecs,
-        default_credentials,
-        timings,
-        metrics,
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), ecs, default_credentials, timings, metrics).with_policy(
+            CredentialsPolicy {
+                require_credentials_ref: args.require_credentials_ref,
+                own_credentials_namespaces: args.own_credentials_namespaces(),
+            },
+        )
+        .with_watch_health(watch_health),
+    );
     if args.leader_election {
         readiness.set_ready();
         lead_then_run(&args, client, ctx, shutdown).await
@@ -140,16 +149,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 async fn run_controllers(args: &Args, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let namespaces: Vec<Option<String>> = match args
-        .namespaces
-        .iter()
-        .filter(|ns| !ns.is_empty())
-        .cloned()
-        .collect::<Vec<_>>()
-    {
-        list if list.is_empty() => vec![None],
-        list => list.into_iter().map(Some).collect(),
-    };
+    let namespaces = args.watched_namespaces();
     info!(?namespaces, "controller running");
     join_all(namespaces.into_iter().map(|namespace| {
         reconciler::run(

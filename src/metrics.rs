@@ -157,6 +157,17 @@ impl Metrics {
         self.deletions_blocked.set(deletions.blocked.len() as i64);
     }
 
+    /// A resource this process no longer tracks (released, or gone without us).
+    pub fn forget(&self, object: &ObjectRef<EcsInstance>) {
+        self.deletion_state(object, false, false);
+    }
+
+    /// The resources counted in the deletion gauges.
+    pub fn tracked(&self) -> Vec<ObjectRef<EcsInstance>> {
+        let deletions = self.deletions.lock().expect("deletions lock");
+        deletions.in_progress.iter().cloned().collect()
+    }
+
     pub fn released(&self, object: &ObjectRef<EcsInstance>, after: Duration) {
         self.release_duration.observe(after.as_secs_f64());
         self.deletion_state(object, false, false);

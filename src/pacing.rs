@@ -21,8 +21,11 @@ pub struct Timings {
     pub waiting: Duration,
     /// Resync of a steady resource (jittered ±20%).
     pub steady: Duration,
-    /// Recheck of a stalled resource (jittered ±20%; at once on a spec or Secret change).
+    /// The longest recheck of a stalled resource (jittered ±20%; at once on a spec, Secret or
+    /// recheck-annotation change).
     pub recheck: Duration,
+    /// The first recheck of a stalled resource; doubles per recheck up to `recheck`.
+    pub recheck_first: Duration,
     /// First retry after a transient failure; doubles per consecutive failure.
     pub backoff_base: Duration,
     /// First retry after throttling.
@@ -44,6 +47,7 @@ impl Default for Timings {
             waiting: Duration::from_secs(20),
             steady: Duration::from_secs(300),
             recheck: Duration::from_secs(300),
+            recheck_first: Duration::from_secs(60),
             backoff_base: Duration::from_secs(2),
             throttled_base: Duration::from_secs(5),
             slow_base: Duration::from_secs(30),
@@ -68,21 +72,28 @@ impl FailureCounts {
         pace: Pace,
     ) -> Duration {
         let mut counts = self.0.lock().expect("failure counts lock");
+        let mut count = || {
+            let failures = counts.entry(object.clone()).or_insert(0);
+            *failures = failures.saturating_add(1);
+            *failures
+        };
         let base = match pace {
             Pace::Backoff(kind) => {
-                let failures = counts.entry(object.clone()).or_insert(0);
-                *failures = failures.saturating_add(1);
                 let base = match kind {
                     Backoff::Normal => timings.backoff_base,
                     Backoff::Throttled => timings.throttled_base,
                     Backoff::Slow => timings.slow_base,
                 };
-                return exponential_with_jitter(base, *failures, timings.backoff_cap);
+                return exponential_with_jitter(base, count(), timings.backoff_cap);
+            }
+            Pace::Recheck => {
+                let first = timings.recheck_first.min(timings.recheck);
+                let exponent = count().saturating_sub(1).min(30);
+                return jittered(first.saturating_mul(1u32 << exponent).min(timings.recheck));
             }
             Pace::Transition => timings.transition,
             Pace::Waiting => timings.waiting,
             Pace::Steady => jittered(timings.steady),
-            Pace::Recheck => jittered(timings.recheck),
         };
         counts.remove(object);
         base
@@ -148,6 +159,22 @@ mod tests {
             after_reset <= Duration::from_secs(2),
             "the count was reset: {after_reset:?}"
         );
+    }
+
+    #[test]
+    fn stalled_rechecks_start_at_a_minute_and_back_off_to_the_recheck_period() {
+        let timings = Timings::default();
+        let counts = FailureCounts::default();
+        let rechecks: Vec<Duration> = (0..5)
+            .map(|_| counts.delay(&timings, &object(), Pace::Recheck))
+            .collect();
+        let within = |d: Duration, around: u64| {
+            d >= Duration::from_secs(around).mul_f64(0.8)
+                && d <= Duration::from_secs(around).mul_f64(1.2)
+        };
+        for (delay, around) in rechecks.iter().zip([60, 120, 240, 300, 300]) {
+            assert!(within(*delay, around), "{delay:?} is not about {around}s");
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! The thin async shell around [`decision::decide`]: observe, perform the one cloud call the
-//! decision asks for, write the status if it changed, publish events, and hand the finalizer
-//! back to kube-runtime's `finalizer` helper.
+//! The thin async shell around [`decision`]: find the owner of the instance among the cached
+//! resources, observe, perform the one cloud call the plan asks for, write the status if it
+//! changed, publish events, and add or remove the finalizer.
 //!
-//! kube-runtime's finalizer helper removes the finalizer on any `Ok` from `Cleanup`, so a
-//! release still in progress comes back as [`Error::ReleaseInProgress`], which `error_policy`
-//! turns into the requeue the decision asked for (kube-rs/kube#1994).
+//! The finalizer is managed here rather than by kube-runtime's `finalizer` helper, which removes
+//! it on any `Ok` from cleanup (kube-rs/kube#1994): a release in progress is simply a requeue.
+//! Both patches are JSON patches with a `test` of the finalizer list or of our entry's index, so
+//! a concurrent change makes them fail instead of overwriting it (crossplane does the same).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -23,19 +24,21 @@ use kube::{
         Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Event, EventType, Recorder, Reporter},
-        finalizer::{self, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{info, warn};
+use serde_json::json;
+use tracing::{debug, info, warn};
 
 use crate::{
     conditions,
-    decision::{self, CloudCall, EventSpec, Input, Next, Observation},
+    decision::{self, CloudCall, CredentialsSource, Decision, EventSpec, Input, Next, Plan},
     metrics::Metrics,
     pacing::{FailureCounts, Timings},
-    resource::{EcsInstance, EcsInstanceStatus, FINALIZER},
+    reasons::RECHECK_ANNOTATION,
+    resource::{EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
+    server::WatchHealth,
 };
 
 /// Resources reconciled at once by default. Passes mostly wait on ECS (the rate limiter, the
@@ -48,27 +51,31 @@ pub const MANAGER: &str = "ecs-instance-controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Not a failure: the release goes on and the finalizer stays; look again after this.
-    #[error("release in progress; next check in {0:?}")]
-    ReleaseInProgress(Duration),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("the resource cache stopped")]
+    CacheStopped,
 }
 
-impl Error {
-    /// The requeue a release in progress asked for, through the finalizer helper's wrapping.
-    fn release_in_progress(&self) -> Option<Duration> {
-        match self {
-            Error::ReleaseInProgress(delay) => Some(*delay),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                finalizer::Error::CleanupFailed(Error::ReleaseInProgress(delay)) => Some(*delay),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
+/// Who may use the controller's own credentials (SPEC §3 "Ownership", shared clusters).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsPolicy {
+    /// Every resource must name its own Secret (`--require-credentials-ref`).
+    pub require_credentials_ref: bool,
+    /// Only these namespaces may use the controller's own credentials (`None`: all).
+    pub own_credentials_namespaces: Option<HashSet<String>>,
+}
+
+/// What this process remembers of a resource between passes, for what the status may not show
+/// yet. Keyed by object, checked against the UID so a recreated resource starts afresh.
+#[derive(Default)]
+struct Memory {
+    uid: Option<String>,
+    /// When a `StopInstance` was last accepted.
+    stop_requested_at: Option<Instant>,
+    /// An accepted `DeleteInstance`, kept until the finalizer is gone: if the status write that
+    /// records it fails, the next pass still knows, and never sends a second one.
+    accepted_release: Option<ReleaseRecord>,
 }
 
 /// What every reconcile shares.
@@ -78,10 +85,14 @@ pub struct Context {
     pub recorder: Recorder,
     /// The controller's own credentials (`ALIBABA_CLOUD_*`), for resources without a Secret.
     pub default_credentials: Option<Credentials>,
+    pub policy: CredentialsPolicy,
     pub timings: Timings,
     pub metrics: Arc<Metrics>,
+    pub watch_health: WatchHealth,
     failures: FailureCounts,
-    stop_requests: Mutex<HashMap<ObjectRef<EcsInstance>, Instant>>,
+    memory: Mutex<HashMap<ObjectRef<EcsInstance>, Memory>>,
+    /// The caches of every loop: ownership is decided across all watched namespaces.
+    stores: Mutex<Vec<Store<EcsInstance>>>,
 }
 
 impl Context {
@@ -101,12 +112,37 @@ impl Context {
             client,
             ecs,
             default_credentials,
+            policy: CredentialsPolicy::default(),
             timings,
             metrics,
+            watch_health: WatchHealth::default(),
             failures: FailureCounts::default(),
-            stop_requests: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
+            stores: Mutex::new(Vec::new()),
         }
     }
+
+    pub fn with_policy(mut self, policy: CredentialsPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Reports the watches' health to this handle (the one `/healthz` reads).
+    pub fn with_watch_health(mut self, health: WatchHealth) -> Self {
+        self.watch_health = health;
+        self
+    }
+}
+
+/// A watch that comes back quickly after an API server outage: one backoff per watch, from
+/// 0.5 s to at most 5 s (kube's default grows to 30 s), reset by the first event that arrives.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .into()
 }
 
 /// Runs the controller for one namespace (or all) until `shutdown` resolves.
@@ -125,17 +161,25 @@ pub async fn run(
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
     let (reader, writer) = reflector::store();
+    ctx.stores
+        .lock()
+        .expect("stores lock")
+        .push(reader.clone());
+    let watching = ctx.clone();
+    let swept = reader.clone();
     // Only changes that matter wake the reconciler: the controller's own status writes do not
-    // (they would double the DescribeInstances calls), spec, finalizer and deletion changes do.
+    // (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
+    // annotation do. Deletions of resources clean what this process remembers of them.
     let instances = watcher(instances_api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(watch_backoff())
         .reflect(writer)
+        .inspect(move |event| watching.on_watch_event(event, &swept))
         .applied_objects()
         .predicate_filter(relevant_change, Default::default());
     // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
     // resources that reference a Secret when it changes or appears.
     let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(watch_backoff())
         .touched_objects();
     let store = reader.clone();
     Controller::for_stream(instances, reader)
@@ -146,12 +190,12 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            match result {
-                // A release in progress is not a failure: the decision already logged and recorded it.
-                Err(controller::Error::ReconcilerFailed(error, _))
-                    if error.release_in_progress().is_some() => {}
-                Err(error) => warn!(%error, "reconcile failed"),
-                Ok(_) => {}
+            if let Err(error) = result {
+                match error {
+                    // Already logged and counted by `error_policy`.
+                    controller::Error::ReconcilerFailed(..) => {}
+                    error => warn!(%error, "controller"),
+                }
             }
         })
         .await;
@@ -167,6 +211,7 @@ fn relevant_change(resource: &EcsInstance) -> Option<u64> {
         .deletion_timestamp
         .is_some()
         .hash(&mut hasher);
+    resource.annotations().get(RECHECK_ANNOTATION).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -191,140 +236,207 @@ fn referencing(
 }
 
 async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = resource.namespace().unwrap_or_default();
-    let api: Api<EcsInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, resource, |event| async {
-        match event {
-            finalizer::Event::Apply(resource) | finalizer::Event::Cleanup(resource) => {
-                ctx.pass(&api, &resource).await
-            }
+    // Ownership is decided on the whole cache: never before the first complete list.
+    let stores = ctx.stores.lock().expect("stores lock").clone();
+    for store in &stores {
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheStopped)?;
+    }
+    let api: Api<EcsInstance> =
+        Api::namespaced(ctx.client.clone(), &resource.namespace().unwrap_or_default());
+    let has_finalizer = resource.finalizers().iter().any(|f| f == FINALIZER);
+    match (decision::is_deleting(&resource), has_finalizer) {
+        (false, false) => {
+            add_finalizer(&api, &resource).await?;
+            // The finalizer change wakes the reconciler again.
+            Ok(Action::await_change())
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        (true, false) => {
+            ctx.forget(&ObjectRef::from_obj(resource.as_ref()));
+            Ok(Action::await_change())
+        }
+        (_, true) => ctx.pass(&api, &resource, &stores).await,
+    }
 }
 
 fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    if let Some(delay) = error.release_in_progress() {
-        return Action::requeue(delay);
-    }
-    warn!(%error, resource = %ObjectRef::from_obj(resource.as_ref()), "reconcile error");
+    let object = ObjectRef::from_obj(resource.as_ref());
+    warn!(%error, resource = %object, "reconcile error");
     ctx.metrics.reconcile_failed("KubernetesApiError");
     let pace = decision::Pace::Backoff(decision::Backoff::Normal);
-    Action::requeue(
-        ctx.failures
-            .delay(&ctx.timings, &ObjectRef::from_obj(resource.as_ref()), pace),
+    Action::requeue(ctx.failures.delay(&ctx.timings, &object, pace))
+}
+
+async fn add_finalizer(api: &Api<EcsInstance>, resource: &EcsInstance) -> Result<(), Error> {
+    let operations = if resource.finalizers().is_empty() {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    } else {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": resource.finalizers() },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+        ])
+    };
+    json_patch(api, resource, operations).await
+}
+
+async fn remove_finalizer(api: &Api<EcsInstance>, resource: &EcsInstance) -> Result<(), Error> {
+    let Some(index) = resource.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let operations = json!([
+        { "op": "test", "path": path, "value": FINALIZER },
+        { "op": "remove", "path": path },
+    ]);
+    json_patch(api, resource, operations).await
+}
+
+async fn json_patch(
+    api: &Api<EcsInstance>,
+    resource: &EcsInstance,
+    operations: serde_json::Value,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).expect("the operations are a valid JSON patch");
+    api.patch(
+        &resource.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
     )
+    .await?;
+    Ok(())
 }
 
 impl Context {
-    /// One pass over one resource.
-    async fn pass(&self, api: &Api<EcsInstance>, resource: &EcsInstance) -> Result<Action, Error> {
+    /// One pass over one resource that holds our finalizer.
+    async fn pass(
+        &self,
+        api: &Api<EcsInstance>,
+        resource: &EcsInstance,
+        stores: &[Store<EcsInstance>],
+    ) -> Result<Action, Error> {
         let object = ObjectRef::from_obj(resource);
-        let (observation, credentials) = self.observe(resource).await;
-        let stop_recently_requested = self.stop_recently_requested(&object);
-        let mut input = Input {
-            resource,
-            observation: &observation,
-            stop_recently_requested,
-            call_result: None,
-            now: Timestamp::now(),
-            observed_at_refresh: signed(self.timings.steady),
-            release_timeout: signed(self.timings.release_timeout),
+        let decision = match owner_of(stores, resource) {
+            Some(owner) => decision::duplicate(resource, &owner, Timestamp::now()),
+            None => self.decide(resource, &object).await,
         };
-        let mut decision = decision::decide(&input);
-        let call_result;
-        if let (Some(call), Some(credentials)) = (decision.call.take(), credentials.as_ref()) {
-            call_result = self.perform(resource, credentials, &call).await;
-            if matches!((&call, &call_result), (CloudCall::Stop(_), Ok(_))) {
-                self.stop_requests
-                    .lock()
-                    .expect("stop requests lock")
-                    .insert(object.clone(), Instant::now());
-            }
-            input.call_result = Some(&call_result);
-            input.now = Timestamp::now();
-            decision = decision::decide(&input);
-        }
-        self.write_status(api, resource, &decision.status).await?;
+        let changed = self.write_status(api, resource, &decision.status).await?;
         self.publish(resource, &decision.events).await;
         self.metrics.reconciled();
         for event in decision.events.iter().filter(|e| e.warning) {
-            self.metrics.reconcile_failed(&event.reason);
+            self.metrics.reconcile_failed(event.reason.as_str());
         }
         let deleting = decision::is_deleting(resource);
+        let reason = decision.reason().unwrap_or_default();
         match decision.next {
             Next::RemoveFinalizer => {
+                remove_finalizer(api, resource).await?;
                 if let Some(since) = &resource.metadata.deletion_timestamp {
                     let elapsed = Timestamp::now().duration_since(since.0);
                     self.metrics
                         .released(&object, elapsed.try_into().unwrap_or_default());
                 }
-                self.failures.forget(&object);
-                self.stop_requests
-                    .lock()
-                    .expect("stop requests lock")
-                    .remove(&object);
-                info!(resource = %object, "finalizer released");
+                self.forget(&object);
+                info!(resource = %object, reason, "finalizer removed");
                 Ok(Action::await_change())
             }
             Next::Requeue(pace) => {
                 let delay = self.failures.delay(&self.timings, &object, pace);
                 let stalled = conditions::is_true(&decision.status.conditions, conditions::STALLED);
                 self.metrics.deletion_state(&object, deleting, stalled);
-                if deleting {
-                    Err(Error::ReleaseInProgress(delay))
+                if changed && deleting {
+                    info!(resource = %object, reason, next_check = ?delay, "deletion in progress");
                 } else {
-                    Ok(Action::requeue(delay))
+                    debug!(resource = %object, reason, next_check = ?delay, "pass done");
                 }
+                Ok(Action::requeue(delay))
             }
         }
     }
 
-    async fn observe(&self, resource: &EcsInstance) -> (Observation, Option<Credentials>) {
-        if decision::is_orphaning(resource) {
-            return (Observation::Skipped, None);
-        }
-        let credentials = match self.credentials(resource).await {
-            Ok(credentials) => credentials,
-            Err(reason) => return (Observation::CredentialsUnavailable(reason), None),
+    /// Observe, plan, make the one call the plan asks for, conclude.
+    async fn decide(&self, resource: &EcsInstance, object: &ObjectRef<EcsInstance>) -> Decision {
+        let source = match &resource.spec.credentials_ref {
+            Some(reference) => CredentialsSource::Secret(format!(
+                "{}/{}",
+                resource.namespace().unwrap_or_default(),
+                reference.name
+            )),
+            None => CredentialsSource::Controller,
         };
-        let spec = &resource.spec;
-        let observation = match self
-            .ecs
-            .lookup_instance(&spec.region_id, &credentials, &spec.instance_id)
-            .await
-        {
-            Ok(Some(instance)) => Observation::Present(instance),
-            Ok(None) => Observation::Absent,
-            Err(error) => Observation::Failed(error),
+        let credentials = self.credentials(resource).await;
+        let observation = match &credentials {
+            Err(why) => decision::Observation::CredentialsUnavailable(why.clone()),
+            Ok(credentials) => {
+                let spec = &resource.spec;
+                match self
+                    .ecs
+                    .lookup_instance(&spec.region_id, credentials, &spec.instance_id)
+                    .await
+                {
+                    Ok(Some(instance)) => decision::Observation::Present(instance),
+                    Ok(None) => decision::Observation::Absent,
+                    Err(error) => decision::Observation::Failed(error),
+                }
+            }
         };
-        (observation, Some(credentials))
+        let (stop_recently_requested, remembered_release) = self.remembered(resource, object);
+        let mut input = Input {
+            resource,
+            observation: &observation,
+            credentials_source: &source,
+            access_key_id: credentials.as_ref().ok().map(Credentials::access_key_id),
+            stop_recently_requested,
+            remembered_release: remembered_release.as_ref(),
+            now: Timestamp::now(),
+            observed_at_refresh: signed(self.timings.steady),
+            release_timeout: signed(self.timings.release_timeout),
+        };
+        let call = match decision::plan(&input) {
+            Plan::Done(decision) => return decision,
+            Plan::Call(call) => call,
+        };
+        let result = match &credentials {
+            Ok(credentials) => self.perform(resource, credentials, &call).await,
+            Err(_) => unreachable!("a call is planned only after an observation with credentials"),
+        };
+        self.remember(resource, object, &call, &result);
+        input.now = Timestamp::now();
+        decision::conclude(&input, &call, &result)
     }
 
-    /// The resource's Secret (same namespace only), else the controller's own credentials.
+    /// The resource's Secret (same namespace only), else the controller's own credentials, as
+    /// the credentials policy allows.
     async fn credentials(&self, resource: &EcsInstance) -> Result<Credentials, String> {
+        let namespace = resource.namespace().unwrap_or_default();
         let Some(reference) = &resource.spec.credentials_ref else {
+            if self.policy.require_credentials_ref {
+                return Err(
+                    "this controller requires spec.credentialsRef (--require-credentials-ref)"
+                        .to_string(),
+                );
+            }
+            if let Some(allowed) = &self.policy.own_credentials_namespaces
+                && !allowed.contains(&namespace)
+            {
+                return Err(format!(
+                    "namespace {namespace} may not use the controller's own credentials (--own-credentials-namespaces); set spec.credentialsRef"
+                ));
+            }
             return self.default_credentials.clone().ok_or_else(|| {
                 "no spec.credentialsRef and the controller has no ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET".to_string()
             });
         };
-        let namespace = resource.namespace().unwrap_or_default();
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let secret = match secrets.get_opt(&reference.name).await {
             Ok(Some(secret)) => secret,
-            Ok(None) => {
-                return Err(format!(
-                    "credentials Secret {namespace}/{} not found",
-                    reference.name
-                ));
-            }
-            Err(error) => {
-                return Err(format!(
-                    "credentials Secret {namespace}/{} cannot be read: {error}",
-                    reference.name
-                ));
-            }
+            Ok(None) => return Err("the Secret does not exist".to_string()),
+            Err(error) => return Err(format!("the Secret cannot be read: {error}")),
         };
         let data = secret
             .data
@@ -332,8 +444,7 @@ impl Context {
             .into_iter()
             .map(|(key, value)| (key, value.0))
             .collect();
-        Credentials::from_secret_data(&data)
-            .map_err(|error| format!("credentials Secret {namespace}/{}: {error}", reference.name))
+        Credentials::from_secret_data(&data).map_err(|error| error.to_string())
     }
 
     async fn perform(
@@ -349,28 +460,125 @@ impl Context {
             CloudCall::Delete(request) => {
                 self.ecs.delete_instance(region, credentials, request).await
             }
+            CloudCall::Tag(request) => self.ecs.tag_instance(credentials, request).await,
+            CloudCall::Untag(request) => self.ecs.untag_instance(credentials, request).await,
         }
     }
 
-    fn stop_recently_requested(&self, object: &ObjectRef<EcsInstance>) -> bool {
-        let stops = self.stop_requests.lock().expect("stop requests lock");
-        stops
-            .get(object)
-            .is_some_and(|at| at.elapsed() < self.timings.stop_grace)
+    /// (a stop was accepted moments ago, an accepted release) for this resource.
+    fn remembered(
+        &self,
+        resource: &EcsInstance,
+        object: &ObjectRef<EcsInstance>,
+    ) -> (bool, Option<ReleaseRecord>) {
+        let memory = self.memory.lock().expect("memory lock");
+        match memory.get(object).filter(|m| m.uid == resource.uid()) {
+            Some(m) => (
+                m.stop_requested_at
+                    .is_some_and(|at| at.elapsed() < self.timings.stop_grace),
+                m.accepted_release.clone(),
+            ),
+            None => (false, None),
+        }
+    }
+
+    fn remember(
+        &self,
+        resource: &EcsInstance,
+        object: &ObjectRef<EcsInstance>,
+        call: &CloudCall,
+        result: &Result<RequestId, EcsError>,
+    ) {
+        let Ok(request_id) = result else { return };
+        let mut memory = self.memory.lock().expect("memory lock");
+        let entry = memory.entry(object.clone()).or_default();
+        if entry.uid != resource.uid() {
+            *entry = Memory {
+                uid: resource.uid(),
+                ..Default::default()
+            };
+        }
+        match call {
+            CloudCall::Stop(_) => entry.stop_requested_at = Some(Instant::now()),
+            CloudCall::Delete(_) => {
+                entry.accepted_release = Some(ReleaseRecord {
+                    request_id: Some(request_id.0.clone()),
+                    requested_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        Timestamp::now(),
+                    )),
+                    confirmed_at: None,
+                })
+            }
+            CloudCall::Tag(_) | CloudCall::Untag(_) => {}
+        }
+    }
+
+    /// Drops everything this process keeps about a resource.
+    fn forget(&self, object: &ObjectRef<EcsInstance>) {
+        self.failures.forget(object);
+        self.memory.lock().expect("memory lock").remove(object);
+        self.metrics.forget(object);
+    }
+
+    /// Watch health for `/healthz`, and cleanup of resources that are gone: on a delete event,
+    /// and after a re-list for those that vanished while the watch was down.
+    fn on_watch_event(
+        &self,
+        event: &Result<watcher::Event<EcsInstance>, watcher::Error>,
+        store: &Store<EcsInstance>,
+    ) {
+        match event {
+            Err(error) => {
+                self.watch_health.failed();
+                warn!(%error, "EcsInstance watch failed; retrying");
+            }
+            Ok(event) => {
+                self.watch_health.succeeded();
+                match event {
+                    watcher::Event::Delete(resource) => {
+                        self.forget(&ObjectRef::from_obj(resource));
+                    }
+                    watcher::Event::InitDone => self.forget_missing(store),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn forget_missing(&self, store: &Store<EcsInstance>) {
+        let present: HashSet<ObjectRef<EcsInstance>> = store
+            .state()
+            .iter()
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect();
+        let namespaces: HashSet<Option<String>> =
+            present.iter().map(|o| o.namespace.clone()).collect();
+        let gone: Vec<ObjectRef<EcsInstance>> = self
+            .memory
+            .lock()
+            .expect("memory lock")
+            .keys()
+            .chain(self.metrics.tracked().iter())
+            .filter(|o| namespaces.contains(&o.namespace) && !present.contains(o))
+            .cloned()
+            .collect();
+        for object in gone {
+            self.forget(&object);
+        }
     }
 
     /// Server-side apply of the whole status, only when it differs from what is stored, so a
-    /// steady resource causes no writes.
+    /// steady resource causes no writes. Returns whether it wrote.
     async fn write_status(
         &self,
         api: &Api<EcsInstance>,
         resource: &EcsInstance,
         status: &EcsInstanceStatus,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         if resource.status.as_ref() == Some(status) {
-            return Ok(());
+            return Ok(false);
         }
-        let patch = serde_json::json!({
+        let patch = json!({
             "apiVersion": EcsInstance::api_version(&()),
             "kind": EcsInstance::kind(&()),
             "status": status,
@@ -381,16 +589,17 @@ impl Context {
             &Patch::Apply(&patch),
         )
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn publish(&self, resource: &EcsInstance, events: &[EventSpec]) {
         let reference = resource.object_ref(&());
         for event in events {
+            let reason = event.reason.as_str();
             if event.warning {
-                warn!(resource = %ObjectRef::from_obj(resource), reason = %event.reason, "{}", event.note);
+                warn!(resource = %ObjectRef::from_obj(resource), reason, "{}", event.note);
             } else {
-                info!(resource = %ObjectRef::from_obj(resource), reason = %event.reason, "{}", event.note);
+                info!(resource = %ObjectRef::from_obj(resource), reason, "{}", event.note);
             }
             let event = Event {
                 type_: if event.warning {
@@ -398,7 +607,7 @@ impl Context {
                 } else {
                     EventType::Normal
                 },
-                reason: event.reason.clone(),
+                reason: reason.to_string(),
                 note: Some(truncate(&event.note, 1000)),
                 action: event.action.to_string(),
                 secondary: None,
@@ -408,6 +617,35 @@ impl Context {
             }
         }
     }
+}
+
+/// `namespace/name` of the oldest other resource (creationTimestamp, then UID) that names the
+/// same region and instance, if it is older than this one: that one owns the instance.
+fn owner_of(stores: &[Store<EcsInstance>], resource: &EcsInstance) -> Option<String> {
+    let age = |r: &EcsInstance| {
+        (
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.uid(),
+        )
+    };
+    let own_age = age(resource);
+    stores
+        .iter()
+        .flat_map(|store| store.state())
+        .filter(|other| {
+            other.spec.instance_id == resource.spec.instance_id
+                && other.spec.region_id == resource.spec.region_id
+                && other.uid() != resource.uid()
+                && age(other) < own_age
+        })
+        .min_by_key(|other| age(other))
+        .map(|owner| {
+            format!(
+                "{}/{}",
+                owner.namespace().unwrap_or_default(),
+                owner.name_any()
+            )
+        })
 }
 
 fn signed(duration: Duration) -> SignedDuration {

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// The finalizer that holds an `EcsInstance` until its instance is released (or orphaned).
 pub const FINALIZER: &str = "ecs.alicloud.dev/release-instance";
 
+/// Tag on the ECS instance naming its owner, `<namespace>/<name>` (for people reading the console).
+pub const OWNER_TAG: &str = "ecs.alicloud.dev/owner";
+/// Tag on the ECS instance with its owner's UID: the one that counts.
+pub const OWNER_UID_TAG: &str = "ecs.alicloud.dev/owner-uid";
+
 /// Desired state of one ECS instance's release.
 // Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
@@ -173,6 +178,18 @@ pub struct ObservedInstance {
     pub zone_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+    /// The credentials and region that last saw the instance listed: the evidence that "not
+    /// listed any more" means "released" (SPEC §3 "Evidence"). Kept when the instance vanishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_with: Option<ObservedWith>,
+}
+
+/// Who looked: the AccessKeyId (never the secret) and the region.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedWith {
+    pub access_key_id: String,
+    pub region_id: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

@@ -164,6 +164,7 @@ mod tests {
             deletion_protection: false,
             lock_reasons: vec![],
             expired_time: None,
+            tags: Default::default(),
         }
     }
 
@@ -293,6 +294,25 @@ mod tests {
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].0 - start, Duration::from_millis(20));
         assert_eq!(calls[1].0 - start, Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_nobody_asked_for_answers_nobody() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        // The fetch answers with an instance that was not asked for (a confused server).
+        let stranger = || -> Fetch {
+            Box::new(|_ids: Vec<String>| async { Ok(vec![instance("i-stranger")]) }.boxed())
+        };
+        let tasks: Vec<_> = ["i-0001", "i-0003"]
+            .map(|id| {
+                let (b, f) = (batcher.clone(), stranger());
+                tokio::spawn(async move { b.lookup("k", id, f, at_once()).await })
+            })
+            .into_iter()
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Ok(None));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,23 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::batch::Batcher;
 use crate::credentials::Credentials;
 use crate::error::{EcsError, ErrorClass, ErrorKind};
 use crate::model::{
-    DeleteInstance, DescribeInstancesResponse, Instance, Params, RequestId, RequestIdResponse,
-    StopInstance,
+    DeleteInstance, DescribeInstancesResponse, Instance, Params, RequestId, StopInstance,
+    TagInstance, UntagInstance, parse_request_id,
 };
 use crate::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::retry::{Idempotency, RetryConfig};
+use crate::sanitize::clean_text;
 use crate::signing::SigningMethod;
 use crate::transport::{Answer, Transport, TransportConfig};
 
 /// `DescribeInstances` accepts at most 100 IDs per call and 100 results per page.
 pub const MAX_IDS_PER_DESCRIBE: usize = 100;
+
+/// A retry is only worth starting with at least this much of the call's deadline left.
+const MIN_RETRY_TIME: Duration = Duration::from_millis(100);
 
 /// Hook for metrics: called once per HTTP attempt.
 pub trait RequestObserver: Send + Sync {
@@ -44,6 +47,18 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of an answer; default 10 s.
     pub read_timeout: Duration,
+    /// Longest time one call may take, from sending its request to the last byte of the answer,
+    /// however the bytes trickle in; default 30 s. In-client retries stay within it too: no
+    /// retry is started once it has passed since the call's first attempt, and a retry gets only
+    /// what is left. So a slow server fails the call (and every batched lookup waiting on it)
+    /// at this deadline.
+    pub attempt_deadline: Duration,
+    /// Largest success body read, streamed (never buffered beyond this); a larger answer fails
+    /// the call with an error naming the limit. Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// How much of an error body is read (enough for any API error); the rest is never read and
+    /// the connection is dropped. Default 64 KiB.
+    pub max_error_body_bytes: usize,
     pub rate_limit: RateLimitConfig,
     pub retry: RetryConfig,
     /// How long the batcher collects lookups before it calls `DescribeInstances`; default 20 ms.
@@ -58,6 +73,9 @@ impl Default for ClientConfig {
             signing: SigningMethod::default(),
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
+            attempt_deadline: Duration::from_secs(30),
+            max_body_bytes: 4 << 20,
+            max_error_body_bytes: 64 << 10,
             rate_limit: RateLimitConfig::default(),
             retry: RetryConfig::default(),
             batch_window: Duration::from_millis(20),
@@ -73,6 +91,9 @@ impl fmt::Debug for ClientConfig {
             .field("signing", &self.signing)
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("attempt_deadline", &self.attempt_deadline)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_error_body_bytes", &self.max_error_body_bytes)
             .field("rate_limit", &self.rate_limit)
             .field("retry", &self.retry)
             .field("batch_window", &self.batch_window)
@@ -97,6 +118,7 @@ struct Inner {
     transport: Transport,
     limiter: RateLimiter,
     retry: RetryConfig,
+    attempt_deadline: Duration,
     batcher: Batcher<BatchKey>,
     observer: Option<Arc<dyn RequestObserver>>,
 }
@@ -116,11 +138,21 @@ impl EcsClient {
         let invalid = |m: String| EcsError::new("configure", ErrorKind::InvalidRequest, m);
         config.rate_limit.validate().map_err(invalid)?;
         config.retry.validate().map_err(invalid)?;
+        if config.attempt_deadline.is_zero() {
+            return Err(invalid("attempt_deadline must be positive".to_owned()));
+        }
+        if config.max_body_bytes < 1024 || config.max_error_body_bytes < 1024 {
+            return Err(invalid(
+                "max_body_bytes and max_error_body_bytes must be at least 1 KiB".to_owned(),
+            ));
+        }
         let transport = Transport::new(TransportConfig {
             endpoint_override: config.endpoint_override.as_deref(),
             signing: config.signing,
             connect_timeout: config.connect_timeout,
             read_timeout: config.read_timeout,
+            max_body_bytes: config.max_body_bytes,
+            max_error_body_bytes: config.max_error_body_bytes,
         })
         .map_err(invalid)?;
         Ok(Self {
@@ -128,6 +160,7 @@ impl EcsClient {
                 transport,
                 limiter: RateLimiter::new(config.rate_limit),
                 retry: config.retry,
+                attempt_deadline: config.attempt_deadline,
                 batcher: Batcher::new(config.batch_window, MAX_IDS_PER_DESCRIBE),
                 observer: config.observer,
             }),
@@ -135,7 +168,9 @@ impl EcsClient {
     }
 
     /// The instances among `ids` that exist (absent ones are simply missing; order as the API
-    /// returns them). Duplicates are asked once; calls of up to 100 IDs, every page read.
+    /// returns them). Duplicates are asked once; calls of up to 100 IDs, every page read. An
+    /// answer that does not have the shape of a `DescribeInstances` answer is an error, never an
+    /// absence; an instance the answer lists but that was not asked for is ignored.
     pub async fn describe_instances(
         &self,
         region: &str,
@@ -146,9 +181,12 @@ impl EcsClient {
         let mut seen = HashSet::new();
         let unique: Vec<&String> = ids.iter().filter(|id| seen.insert(*id)).collect();
         let mut found = Vec::new();
+        let mut answered: HashSet<String> = HashSet::new();
         for chunk in unique.chunks(MAX_IDS_PER_DESCRIBE) {
+            let asked: HashSet<&str> = chunk.iter().map(|id| id.as_str()).collect();
             let ids_json = serde_json::to_string(chunk).expect("strings serialize");
-            let mut from_chunk = 0usize;
+            // Instances the answers listed (asked for or not): what paging goes by.
+            let mut listed = 0usize;
             for page in 1u32.. {
                 let params = Params::from([
                     ("RegionId".to_owned(), region.to_owned()),
@@ -159,15 +197,37 @@ impl EcsClient {
                 let answer = self
                     .call(region, creds, ACTION, &params, Idempotency::ReadOnly)
                     .await?;
-                let response: DescribeInstancesResponse = parse(ACTION, &answer)?;
+                let response = DescribeInstancesResponse::parse(&answer.body).map_err(|what| {
+                    EcsError::invalid_body_because(
+                        ACTION,
+                        answer.status,
+                        &answer.body,
+                        what,
+                        &|t| creds.redact(t),
+                    )
+                })?;
                 let on_page = response.instances.instance.len();
-                from_chunk += on_page;
-                found.extend(response.instances.instance.into_iter().map(Instance::from));
+                listed += on_page;
+                for instance in response.instances.instance.into_iter().map(Instance::from) {
+                    // Only what was asked, once: an extra or repeated instance in the answer is
+                    // never attributed to any lookup.
+                    let id = instance.instance_id.as_str();
+                    if !asked.contains(id) {
+                        tracing::debug!(
+                            instance_id = %clean_text(id, 64),
+                            "DescribeInstances listed an instance that was not asked for; ignored"
+                        );
+                        continue;
+                    }
+                    if answered.insert(instance.instance_id.clone()) {
+                        found.push(instance);
+                    }
+                }
                 // Stop on a short or empty page, at TotalCount, or once every ID was answered
                 // (a server can never return more instances than the IDs asked for).
                 let done = on_page < MAX_IDS_PER_DESCRIBE
-                    || response.total_count.is_none_or(|t| from_chunk as u64 >= t)
-                    || from_chunk >= chunk.len();
+                    || response.total_count.is_none_or(|t| listed as u64 >= t)
+                    || listed >= chunk.len();
                 if done {
                     break;
                 }
@@ -237,6 +297,26 @@ impl EcsClient {
             .await
     }
 
+    /// `TagResources` on one instance (an existing key is overwritten).
+    pub async fn tag_instance(
+        &self,
+        creds: &Credentials,
+        req: &TagInstance,
+    ) -> Result<RequestId, EcsError> {
+        self.mutate(&req.region_id, creds, "TagResources", req.params(), false)
+            .await
+    }
+
+    /// `UntagResources` on one instance.
+    pub async fn untag_instance(
+        &self,
+        creds: &Credentials,
+        req: &UntagInstance,
+    ) -> Result<RequestId, EcsError> {
+        self.mutate(&req.region_id, creds, "UntagResources", req.params(), false)
+            .await
+    }
+
     /// A call that changes the instance. A dry run that passes comes back from the API as the
     /// error `DryRunOperation`; since passing is what the caller asked about, it is `Ok`.
     async fn mutate(
@@ -251,7 +331,11 @@ impl EcsClient {
             .call(region, creds, action, &params, Idempotency::Mutating)
             .await
         {
-            Ok(answer) => parse::<RequestIdResponse>(action, &answer).map(|r| r.request_id),
+            Ok(answer) => parse_request_id(&answer.body).map_err(|what| {
+                EcsError::invalid_body_because(action, answer.status, &answer.body, what, &|t| {
+                    creds.redact(t)
+                })
+            }),
             Err(err) if dry_run && err.code() == Some("DryRunOperation") => {
                 Ok(RequestId(err.request_id().unwrap_or_default().to_owned()))
             }
@@ -271,10 +355,17 @@ impl EcsClient {
         let inner = &self.inner;
         let endpoint = inner.transport.endpoint(action, region)?;
         let mut failed = 0;
+        // The call's budget: one attempt deadline from its first attempt, retries included.
+        let mut budget_end: Option<Instant> = None;
         loop {
             inner.limiter.acquire(&endpoint.base, action).await;
             let started = Instant::now();
-            let result = inner.transport.send(&endpoint, action, params, creds).await;
+            let end = *budget_end.get_or_insert(started + inner.attempt_deadline);
+            let deadline = end.saturating_duration_since(started);
+            let result = inner
+                .transport
+                .send(&endpoint, action, params, creds, deadline)
+                .await;
             let latency = started.elapsed();
             let err = match result {
                 Ok(answer) => {
@@ -303,16 +394,16 @@ impl EcsClient {
                 return Err(err);
             }
             let delay = inner.retry.backoff(failed, err.class());
+            // Never start an attempt that would have (almost) nothing of the budget left.
+            if Instant::now() + delay + MIN_RETRY_TIME >= end {
+                tracing::debug!(action, attempt = failed, error = %err,
+                    "not retrying ECS call: the attempt deadline has passed");
+                return Err(err);
+            }
             tracing::debug!(action, attempt = failed, ?delay, error = %err, "retrying ECS call");
             tokio::time::sleep(delay).await;
         }
     }
-}
-
-/// A 2xx body we cannot read is reported like any other non-API body.
-fn parse<T: DeserializeOwned>(action: &str, answer: &Answer) -> Result<T, EcsError> {
-    serde_json::from_slice(&answer.body)
-        .map_err(|_| EcsError::invalid_body(action, answer.status, &answer.body))
 }
 
 #[cfg(test)]
@@ -324,6 +415,9 @@ mod tests {
         let c = ClientConfig::default();
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert_eq!(c.read_timeout, Duration::from_secs(10));
+        assert_eq!(c.attempt_deadline, Duration::from_secs(30));
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.max_error_body_bytes, 64 * 1024);
         assert_eq!(c.signing, SigningMethod::Acs3HmacSha256);
         assert_eq!(c.batch_window, Duration::from_millis(20));
         assert_eq!(c.rate_limit.qps, 10.0);
@@ -351,6 +445,18 @@ mod tests {
                     max_attempts: 0,
                     ..Default::default()
                 },
+                ..Default::default()
+            },
+            ClientConfig {
+                attempt_deadline: Duration::ZERO,
+                ..Default::default()
+            },
+            ClientConfig {
+                max_body_bytes: 10,
+                ..Default::default()
+            },
+            ClientConfig {
+                max_error_body_bytes: 0,
                 ..Default::default()
             },
         ];

@@ -6,6 +6,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::sanitize::{
+    INVALID_ERROR_CODE, MAX_MESSAGE_BYTES, MAX_RECOMMEND_BYTES, MAX_REQUEST_ID_BYTES, clean_code,
+    clean_text,
+};
+
 /// What the reconciler does about an error (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
@@ -38,6 +43,32 @@ impl ErrorClass {
             | "ChargeTypeViolation"
             | "InstanceLockedForSecurity"
             | "InvalidOperation.DeletionProtection" => ErrorClass::Terminal,
+            // A region the account cannot use: a person must fix `regionId`. Never NotFound,
+            // which means "the instance is gone".
+            "InvalidRegionId.NotFound" => ErrorClass::Terminal,
+            // TagResources / UntagResources (ECS API reference, error codes of both calls). A
+            // tag call's resource-not-found is terminal too: only StopInstance/DeleteInstance's
+            // own `InvalidInstanceId.NotFound` may count as "released".
+            "InvalidResourceId.NotFound"
+            | "InvalidResourceId.NotSupported"
+            | "InvalidResourceType.NotFound"
+            | "InvalidTagKey.Malformed"
+            | "InvalidTagValue.Malformed"
+            | "InvalidTag.Mismatch"
+            | "InvalidTagCount"
+            | "Duplicate.TagKey"
+            | "NumberExceed.Tags"
+            | "NumberExceed.ResourceIds"
+            | "OperationDenied.QuotaExceed"
+            | "QuotaExceed.Tags"
+            | "TagKey.Duplication"
+            | "NoPermission.Tag"
+            // The tag pages' own missing-parameter form (HTTP 404, so the status must not
+            // decide): a request we built wrong, not an absent instance.
+            | "MissingParameter.RegionId"
+            | "MissingParameter.ResourceIds"
+            | "MissingParameter.ResourceType"
+            | "MissingParameter.Tags" => ErrorClass::Terminal,
             // Our nonces are 128 random bits, fresh per attempt: the server seeing one twice means
             // the same signed request was delivered twice (a replaying proxy, a duplicated
             // packet), not that the credentials or the request are wrong. A new attempt carries
@@ -94,16 +125,19 @@ struct ErrorData {
     kind: ErrorKind,
 }
 
-/// Longest excerpt of a non-API body kept in an error (in characters).
-const EXCERPT_CHARS: usize = 160;
+/// Longest excerpt of a non-API body kept in an error (bytes of UTF-8).
+const EXCERPT_BYTES: usize = 160;
+/// How much of a body is looked at for an excerpt (and scrubbed of the token first).
+const EXCERPT_SOURCE_BYTES: usize = 64 * 1024;
 
 impl EcsError {
-    /// An error without an API answer (timeouts, connection failures, refused requests).
+    /// An error without an API answer (timeouts, connection failures, refused requests). The
+    /// message is cleaned and bounded like any server text (see [`clean_text`]).
     pub fn new(action: &str, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self(Box::new(ErrorData {
             action: action.to_owned(),
             code: None,
-            message: message.into(),
+            message: clean_text(&message.into(), MAX_MESSAGE_BYTES),
             request_id: None,
             http_status: None,
             recommend: None,
@@ -111,41 +145,99 @@ impl EcsError {
         }))
     }
 
-    /// Interprets a non-2xx answer: an API error when the body (JSON or XML) carries a `Code`,
-    /// otherwise an `InvalidBody` error with the status and a short excerpt.
-    pub fn from_response(action: &str, status: u16, body: &[u8]) -> Self {
-        match ApiErrorBody::parse(body) {
-            Some(api) => Self(Box::new(ErrorData {
-                action: action.to_owned(),
-                code: Some(api.code),
-                message: api.message.unwrap_or_default(),
-                request_id: api.request_id,
-                http_status: Some(status),
-                recommend: api.recommend,
-                kind: ErrorKind::Api,
-            })),
-            None => Self::invalid_body(action, status, body),
-        }
-    }
-
-    /// A body that is not what the API sends (any status, also 2xx with an unreadable body).
-    pub(crate) fn invalid_body(action: &str, status: u16, body: &[u8]) -> Self {
-        let excerpt = excerpt(body);
-        let message = if excerpt.is_empty() {
-            "an empty body instead of an API answer".to_owned()
-        } else {
-            format!("a body that is not an API answer: \"{excerpt}\"")
-        };
-        let mut err = Self::new(action, ErrorKind::InvalidBody, message);
+    /// An error about an HTTP answer that is not an API answer (its status is kept).
+    pub(crate) fn with_status(
+        action: &str,
+        kind: ErrorKind,
+        status: u16,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut err = Self::new(action, kind, message);
         err.0.http_status = Some(status);
         err
     }
 
-    /// Applies `f` to every text that came from the server (see `Credentials::redact`).
-    pub(crate) fn map_server_text(mut self, f: impl Fn(&str) -> String) -> Self {
-        self.0.message = f(&self.0.message);
-        self.0.recommend = self.0.recommend.as_deref().map(&f);
-        self
+    /// Interprets a non-2xx answer: an API error when the body (JSON or XML) carries a `Code`,
+    /// otherwise an `InvalidBody` error with the status and a short excerpt. Every text taken
+    /// from the body is cleaned and bounded: a code not of the documented shape
+    /// (`[A-Za-z0-9._-]`, at most 128) becomes [`INVALID_ERROR_CODE`] with the raw code quoted in
+    /// the message; the message is cut at 1 KiB; RequestId and Recommend are bounded too.
+    pub fn from_response(action: &str, status: u16, body: &[u8]) -> Self {
+        Self::from_response_redacted(action, status, body, &|t: &str| t.to_owned())
+    }
+
+    /// [`EcsError::from_response`], with `redact` applied to every server text *before* it is
+    /// cut, so a secret the server echoes can never survive as a truncated prefix.
+    pub(crate) fn from_response_redacted(
+        action: &str,
+        status: u16,
+        body: &[u8],
+        redact: &dyn Fn(&str) -> String,
+    ) -> Self {
+        let Some(api) = ApiErrorBody::parse(body) else {
+            return Self::invalid_body(action, status, body, redact);
+        };
+        let message = redact(api.message.as_deref().unwrap_or_default());
+        let (code, message) = match clean_code(&api.code) {
+            Ok(code) => (code, clean_text(&message, MAX_MESSAGE_BYTES)),
+            Err(_) => {
+                let raw = clean_code(&redact(&api.code)).unwrap_or_else(|excerpt| excerpt);
+                (
+                    INVALID_ERROR_CODE.to_owned(),
+                    clean_text(
+                        &format!("error code not of the documented form: \"{raw}\": {message}"),
+                        MAX_MESSAGE_BYTES,
+                    ),
+                )
+            }
+        };
+        let bounded = |text: Option<String>, max| {
+            text.map(|t| clean_text(&redact(&t), max))
+                .filter(|t| !t.is_empty())
+        };
+        Self(Box::new(ErrorData {
+            action: action.to_owned(),
+            code: Some(code),
+            message,
+            request_id: bounded(api.request_id, MAX_REQUEST_ID_BYTES),
+            http_status: Some(status),
+            recommend: bounded(api.recommend, MAX_RECOMMEND_BYTES),
+            kind: ErrorKind::Api,
+        }))
+    }
+
+    /// A body that is not what the API sends (any status, also a 2xx body of the wrong shape),
+    /// with a short, clean excerpt (scrubbed by `redact` first).
+    pub(crate) fn invalid_body(
+        action: &str,
+        status: u16,
+        body: &[u8],
+        redact: &dyn Fn(&str) -> String,
+    ) -> Self {
+        Self::invalid_body_because(
+            action,
+            status,
+            body,
+            "a body that is not an API answer",
+            redact,
+        )
+    }
+
+    /// [`EcsError::invalid_body`] saying what is wrong with the body.
+    pub(crate) fn invalid_body_because(
+        action: &str,
+        status: u16,
+        body: &[u8],
+        what: &str,
+        redact: &dyn Fn(&str) -> String,
+    ) -> Self {
+        let excerpt = excerpt(body, redact);
+        let message = if excerpt.is_empty() {
+            "an empty body instead of an API answer".to_owned()
+        } else {
+            format!("{what}: \"{excerpt}\"")
+        };
+        Self::with_status(action, ErrorKind::InvalidBody, status, message)
     }
 
     pub fn action(&self) -> &str {
@@ -254,14 +346,10 @@ impl ApiErrorBody {
     }
 }
 
-/// The start of a body, whitespace collapsed, cut at a character boundary.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match collapsed.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &collapsed[..cut]),
-        None => collapsed,
-    }
+/// The start of a body, scrubbed by `redact`, cleaned, cut at a character boundary.
+fn excerpt(body: &[u8], redact: &dyn Fn(&str) -> String) -> String {
+    let head = &body[..body.len().min(EXCERPT_SOURCE_BYTES)];
+    clean_text(&redact(&String::from_utf8_lossy(head)), EXCERPT_BYTES)
 }
 
 #[cfg(test)]
@@ -459,9 +547,167 @@ mod tests {
     #[test]
     fn excerpts_cut_at_character_boundaries() {
         let body = "é".repeat(400);
-        let cut = excerpt(body.as_bytes());
-        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        let cut = excerpt(body.as_bytes(), &|t: &str| t.to_owned());
+        assert!(cut.len() <= EXCERPT_BYTES && cut.len() > EXCERPT_BYTES - 4);
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn region_and_tag_call_codes_are_terminal_never_not_found() {
+        for code in [
+            "InvalidRegionId.NotFound",
+            "InvalidResourceId.NotFound",
+            "InvalidResourceId.NotSupported",
+            "InvalidResourceType.NotFound",
+            "InvalidTagKey.Malformed",
+            "InvalidTagValue.Malformed",
+            "InvalidTag.Mismatch",
+            "InvalidTagCount",
+            "Duplicate.TagKey",
+            "NumberExceed.Tags",
+            "NumberExceed.ResourceIds",
+            "OperationDenied.QuotaExceed",
+            "QuotaExceed.Tags",
+            "TagKey.Duplication",
+            "NoPermission.Tag",
+            "MissingParameter.RegionId",
+            "MissingParameter.ResourceIds",
+            "MissingParameter.ResourceType",
+            "MissingParameter.Tags",
+        ] {
+            assert_eq!(
+                ErrorClass::of_code(code),
+                Some(ErrorClass::Terminal),
+                "{code}"
+            );
+            for (action, status) in [
+                ("TagResources", 404),
+                ("UntagResources", 400),
+                ("DescribeInstances", 404),
+                ("DeleteInstance", 403),
+            ] {
+                let body = format!(r#"{{"Code":"{code}","Message":"m","RequestId":"R"}}"#);
+                let err = EcsError::from_response(action, status, body.as_bytes());
+                assert_eq!(err.class(), ErrorClass::Terminal, "{code} from {action}");
+            }
+        }
+        // Only the instance's own not-found codes mean "gone".
+        assert_eq!(
+            ErrorClass::of_code("InvalidInstanceId.NotFound"),
+            Some(ErrorClass::NotFound)
+        );
+        assert_eq!(
+            ErrorClass::of_code("Forbidden.InstanceNotFound"),
+            Some(ErrorClass::NotFound)
+        );
+    }
+
+    fn assert_clean(text: &str) {
+        assert!(
+            !text.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "control character in {text:?}"
+        );
+    }
+
+    #[test]
+    fn server_text_is_cleaned_and_bounded() {
+        let mib = "m".repeat(1 << 20);
+        let body = serde_json::json!({
+            "Code": "Throttling.User",
+            "Message": format!("first\r\nINFO forged line \u{7f}del \u{1b}[31mred\u{1b}[0m {mib}"),
+            "RequestId": format!("R-1\n{}", "9".repeat(10_000)),
+            "Recommend": format!("https://x/\u{1b}]0;title\u{7}{}", "r".repeat(10_000)),
+        })
+        .to_string();
+        let err = EcsError::from_response("DescribeInstances", 400, body.as_bytes());
+        assert_eq!(err.code(), Some("Throttling.User"));
+        assert_eq!(err.class(), ErrorClass::Throttled);
+        assert!(
+            err.message()
+                .starts_with("first INFO forged line del red mmm"),
+            "{}",
+            err.message()
+        );
+        assert!(err.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(err.message().ends_with('…'));
+        let id = err.request_id().unwrap();
+        assert!(
+            id.starts_with("R-1 999") && id.len() <= MAX_REQUEST_ID_BYTES,
+            "{id}"
+        );
+        let rec = err.recommend().unwrap();
+        assert!(
+            rec.starts_with("https://x/ rrr") && rec.len() <= MAX_RECOMMEND_BYTES,
+            "{rec}"
+        );
+        let shown = err.to_string();
+        assert!(shown.len() < 1400, "{}", shown.len());
+        for text in [err.message(), id, rec, &shown] {
+            assert_clean(text);
+        }
+    }
+
+    #[test]
+    fn codes_not_of_the_documented_shape_are_replaced() {
+        for (raw, quoted) in [
+            ("Bad Code", "Bad Code"),
+            ("a/b/../c", "a/b/../c"),
+            ("Código.Inválido", "Código.Inválido"),
+            ("X\u{1b}[2J\r\nY", "X Y"),
+        ] {
+            let body = serde_json::json!({"Code": raw, "Message": "the message", "RequestId": "R"})
+                .to_string();
+            let err = EcsError::from_response("StopInstance", 400, body.as_bytes());
+            assert_eq!(err.kind(), ErrorKind::Api);
+            assert_eq!(err.code(), Some(INVALID_ERROR_CODE), "{raw:?}");
+            assert_eq!(err.class(), ErrorClass::Unknown);
+            assert_eq!(
+                err.message(),
+                format!("error code not of the documented form: \"{quoted}\": the message")
+            );
+            assert_clean(&err.to_string());
+        }
+        let long = "A".repeat(10_000);
+        let body = format!(r#"{{"Code":"{long}","Message":"m"}}"#);
+        let err = EcsError::from_response("StopInstance", 503, body.as_bytes());
+        assert_eq!(err.code(), Some(INVALID_ERROR_CODE));
+        assert_eq!(err.class(), ErrorClass::Transient, "the status decides");
+        assert!(err.message().len() < 200, "{}", err.message());
+        // 128 characters of the documented alphabet are a code.
+        let max = "A".repeat(128);
+        let body = format!(r#"{{"Code":"{max}"}}"#);
+        assert_eq!(
+            EcsError::from_response("A", 400, body.as_bytes()).code(),
+            Some(max.as_str())
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_text_is_cut() {
+        let token = "SECRETTOKEN".repeat(20);
+        let redact = |t: &str| t.replace(&token, "<redacted>");
+        // The token straddles the 1 KiB cut: redacting after cutting would leave its start.
+        let message = format!("{}{token}", "x".repeat(MAX_MESSAGE_BYTES - 50));
+        let body =
+            serde_json::json!({"Code": "SignatureDoesNotMatch", "Message": message}).to_string();
+        let err = EcsError::from_response_redacted("A", 400, body.as_bytes(), &redact);
+        assert!(!err.message().contains("SECRET"), "{}", err.message());
+        // The same for an excerpt of a non-API body.
+        let html = format!("<html>{}{token}</html>", "y".repeat(EXCERPT_BYTES - 30));
+        let err = EcsError::from_response_redacted("A", 502, html.as_bytes(), &redact);
+        assert_eq!(err.kind(), ErrorKind::InvalidBody);
+        assert!(!err.message().contains("SECRET"), "{}", err.message());
+    }
+
+    #[test]
+    fn local_messages_are_cleaned_too() {
+        let err = EcsError::new(
+            "A",
+            ErrorKind::Transport,
+            format!("a\nb\u{7f}{}", "z".repeat(5000)),
+        );
+        assert!(err.message().starts_with("a b z"));
+        assert!(err.message().len() <= MAX_MESSAGE_BYTES);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`signing`]: ACS3-HMAC-SHA256 (default) and HMAC-SHA1 RPC signatures, pure functions.
 //! - [`credentials`]: access keys from a Secret or the environment; secrets never printed.
 //! - [`error`]: one error type for every failure, and the SPEC §3 classification.
+//! - [`sanitize`]: [`clean_text`], the one function that makes cloud text (codes, messages,
+//!   RequestIds) bounded and printable before it reaches a status, an event or a log line.
 //! - [`EcsClient`]: typed calls with a per-(endpoint, action) adaptive rate limiter, retries
 //!   for what is safe to retry, and a `DescribeInstances` batcher.
 //!
@@ -15,13 +17,18 @@ pub mod error;
 mod model;
 mod ratelimit;
 mod retry;
+pub mod sanitize;
 pub mod signing;
 mod transport;
 
 pub use client::{ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, RequestObserver};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{EcsError, ErrorClass, ErrorKind};
-pub use model::{DeleteInstance, Instance, InstanceStatus, RequestId, StopInstance, StoppedMode};
+pub use model::{
+    DeleteInstance, Instance, InstanceStatus, RequestId, StopInstance, StoppedMode, TagInstance,
+    UntagInstance,
+};
 pub use ratelimit::RateLimitConfig;
 pub use retry::RetryConfig;
+pub use sanitize::{clean_code, clean_text};
 pub use signing::SigningMethod;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, USER_AGENT};
 
 use crate::credentials::Credentials;
 use crate::error::{EcsError, ErrorKind};
 use crate::model::Params;
+use crate::sanitize::clean_text;
 use crate::signing::{self, Freshness, RpcRequest, SigningMethod};
 
 /// Where requests for one region go.
@@ -110,6 +111,8 @@ pub(crate) struct Transport {
     http: reqwest::Client,
     signing: SigningMethod,
     endpoint_override: Option<Endpoint>,
+    max_body_bytes: usize,
+    max_error_body_bytes: usize,
 }
 
 /// Connection settings the transport needs from the client's configuration.
@@ -118,6 +121,10 @@ pub(crate) struct TransportConfig<'a> {
     pub signing: SigningMethod,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Largest success body read; a longer one fails the attempt.
+    pub max_body_bytes: usize,
+    /// How much of an error body is read; the rest is never read (the connection is dropped).
+    pub max_error_body_bytes: usize,
 }
 
 impl Transport {
@@ -135,6 +142,15 @@ impl Transport {
         let http = builder
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
+            // A redirect would re-send the signed request (V1: the whole signed query; V3: the
+            // signed headers) to wherever the answer points: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
+            // Bodies are read raw and bounded; no decompression (even if another crate enables
+            // reqwest's decompression features), so a small compressed answer cannot expand.
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
             .tls_backend_preconfigured(tls_config()?)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(e)))?;
@@ -142,6 +158,8 @@ impl Transport {
             http,
             signing: config.signing,
             endpoint_override,
+            max_body_bytes: config.max_body_bytes,
+            max_error_body_bytes: config.max_error_body_bytes,
         })
     }
 
@@ -153,9 +171,30 @@ impl Transport {
             .unwrap_or_else(|| Endpoint::regional(region)))
     }
 
-    /// One attempt, signed afresh. Non-2xx answers become errors; server text in them is
-    /// scrubbed of the security token.
+    /// One attempt, signed afresh, finished (answer read or failed) within `deadline`. Non-2xx
+    /// answers become errors; server text in them is scrubbed of the security token.
     pub(crate) async fn send(
+        &self,
+        endpoint: &Endpoint,
+        action: &str,
+        params: &Params,
+        creds: &Credentials,
+        deadline: Duration,
+    ) -> Result<Answer, EcsError> {
+        match tokio::time::timeout(deadline, self.attempt(endpoint, action, params, creds)).await {
+            Ok(result) => result,
+            Err(_) => Err(EcsError::new(
+                action,
+                ErrorKind::Timeout,
+                format!(
+                    "timed out: no complete answer within the attempt deadline of {}",
+                    human_duration(deadline)
+                ),
+            )),
+        }
+    }
+
+    async fn attempt(
         &self,
         endpoint: &Endpoint,
         action: &str,
@@ -195,7 +234,7 @@ impl Transport {
             HeaderValue::from_static(concat!("ecs-client/", env!("CARGO_PKG_VERSION"))),
         );
         let url = format!("{}/?{}", endpoint.base, signed.query);
-        let response = self
+        let mut response = self
             .http
             .post(url)
             .headers(headers)
@@ -204,18 +243,115 @@ impl Transport {
             .await
             .map_err(|e| transport_error(action, e))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(action, e))?;
-        if (200..300).contains(&status) {
-            Ok(Answer {
+        let redact = |t: &str| creds.redact(t);
+        if response.status().is_redirection() {
+            // The body is not read: the connection is dropped with the response.
+            return Err(EcsError::with_status(
+                action,
+                ErrorKind::InvalidBody,
                 status,
-                body: body.to_vec(),
-            })
-        } else {
-            Err(EcsError::from_response(action, status, &body).map_server_text(|t| creds.redact(t)))
+                format!(
+                    "HTTP {status} redirect to {} refused: ECS calls never follow redirects \
+                     (check the endpoint and any proxy in between)",
+                    location_host(response.headers(), response.url())
+                ),
+            ));
         }
+        if (200..300).contains(&status) {
+            let limit = self.max_body_bytes;
+            let too_large = || {
+                EcsError::with_status(
+                    action,
+                    ErrorKind::InvalidBody,
+                    status,
+                    format!(
+                        "the answer is larger than the {} limit for a response body",
+                        human_bytes(limit)
+                    ),
+                )
+            };
+            if response.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(too_large());
+            }
+            match read_at_most(&mut response, limit).await {
+                Ok((body, false)) => Ok(Answer { status, body }),
+                Ok((_, true)) => Err(too_large()),
+                Err(e) => Err(transport_error(action, e)),
+            }
+        } else {
+            // Only the start of an error body matters (code, message, or an excerpt); a huge
+            // one is cut, and the rest is never read.
+            let body = match read_at_most(&mut response, self.max_error_body_bytes).await {
+                Ok((body, _)) => body,
+                Err(e) => return Err(transport_error(action, e)),
+            };
+            Err(EcsError::from_response_redacted(
+                action, status, &body, &redact,
+            ))
+        }
+    }
+}
+
+/// Reads the body chunk by chunk, keeping at most `limit` bytes: `(body, true)` when there was
+/// more (which is then left unread; dropping the response closes the connection).
+async fn read_at_most(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// Where a redirect points, as `host[:port]` only — never the path or query, which may carry a
+/// signature.
+fn location_host(headers: &HeaderMap, request_url: &Url) -> String {
+    let Some(location) = headers.get(LOCATION) else {
+        return "nowhere (no Location header)".to_owned();
+    };
+    let target = location
+        .to_str()
+        .ok()
+        .and_then(|l| request_url.join(l.trim()).ok());
+    match target
+        .as_ref()
+        .and_then(|u| u.host_str().map(|h| (h, u.port())))
+    {
+        Some((host, port)) => {
+            let host = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            format!("host `{}`", clean_text(&host, 256))
+        }
+        None => "an unreadable Location".to_owned(),
+    }
+}
+
+fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n}-byte")
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 
@@ -280,6 +416,8 @@ mod tests {
             signing: SigningMethod::default(),
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
+            max_body_bytes: 4 << 20,
+            max_error_body_bytes: 64 << 10,
         })
         .expect("HTTPS client builds without a process-wide crypto provider");
         let e = t.endpoint("DescribeInstances", "cn-hangzhou").unwrap();
@@ -356,6 +494,8 @@ mod tests {
             signing: SigningMethod::HmacSha1,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
+            max_body_bytes: 4 << 20,
+            max_error_body_bytes: 64 << 10,
         })
         .unwrap();
         let creds = Credentials::new("id", "TOPSECRET", Some("TOKENVALUE".into()));
@@ -365,6 +505,7 @@ mod tests {
                 "DescribeInstances",
                 &Params::new(),
                 &creds,
+                Duration::from_secs(30),
             )
             .await
             .err()

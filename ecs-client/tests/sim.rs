@@ -1,12 +1,13 @@
 //! The client against the real ECS simulator (`ecs-sim`) over HTTP on 127.0.0.1.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ecs_client::{
     ClientConfig, Credentials, DeleteInstance, EcsClient, EcsError, ErrorClass, ErrorKind,
     InstanceStatus, RateLimitConfig, RequestObserver, RetryConfig, SigningMethod, StopInstance,
-    StoppedMode,
+    StoppedMode, TagInstance, UntagInstance,
 };
 use serde_json::{Value, json};
 use testkit::sim::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, EcsSim};
@@ -726,4 +727,152 @@ async fn the_batcher_coalesces_a_thousand_lookups() {
         assert!(ids.len() <= 100);
         assert_eq!(call["code"], Value::Null, "{call}");
     }
+}
+
+#[tokio::test]
+async fn tags_are_set_removed_and_seen_in_describe_instances() {
+    let sim = start_sim(&[]).await;
+    for signing in BOTH {
+        let id = match signing {
+            SigningMethod::Acs3HmacSha256 => "i-tagvthree01",
+            SigningMethod::HmacSha1 => "i-tagvone0001",
+        };
+        sim.seed(json!([{"instanceId": id, "regionId": REGION, "status": "Running"}]))
+            .await;
+        let c = client(&sim, signing);
+        let described = |c: EcsClient| async move {
+            let found = c
+                .describe_instances(REGION, &creds(), &[id.to_owned()])
+                .await
+                .unwrap();
+            found[0].tags.clone()
+        };
+        assert_eq!(described(c.clone()).await, BTreeMap::new());
+
+        let tags = BTreeMap::from([
+            ("owner".to_string(), "team-a".to_string()),
+            ("empty".to_string(), String::new()),
+        ]);
+        let request_id = c
+            .tag_instance(
+                &creds(),
+                &TagInstance {
+                    region_id: REGION.into(),
+                    instance_id: id.into(),
+                    tags: tags.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!request_id.0.is_empty());
+        assert_eq!(sim.tags(id).await, tags);
+        assert_eq!(described(c.clone()).await, tags);
+        // Through the batcher too.
+        let looked_up = c.lookup_instance(REGION, &creds(), id).await.unwrap();
+        assert_eq!(looked_up.unwrap().tags, tags);
+
+        // An existing key is overwritten.
+        c.tag_instance(
+            &creds(),
+            &TagInstance {
+                region_id: REGION.into(),
+                instance_id: id.into(),
+                tags: BTreeMap::from([("owner".to_string(), "team-b".to_string())]),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(described(c.clone()).await["owner"], "team-b");
+
+        let request_id = c
+            .untag_instance(
+                &creds(),
+                &UntagInstance {
+                    region_id: REGION.into(),
+                    instance_id: id.into(),
+                    keys: vec!["owner".into()],
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!request_id.0.is_empty());
+        assert_eq!(
+            described(c.clone()).await,
+            BTreeMap::from([("empty".to_string(), String::new())])
+        );
+        assert_eq!(sim.tags(id).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn tag_call_errors_are_terminal_never_not_found() {
+    let sim = start_sim(&[]).await;
+    sim.seed(json!([{"instanceId": "i-tagerrors01", "regionId": REGION}]))
+        .await;
+    let c = client(&sim, SigningMethod::default());
+    let tag = |region: &str, id: &str, key: &str| TagInstance {
+        region_id: region.into(),
+        instance_id: id.into(),
+        tags: BTreeMap::from([(key.to_string(), "v".to_string())]),
+    };
+    // The instance is gone: for a tag call that is not "released", a person must look.
+    let err = c
+        .tag_instance(&creds(), &tag(REGION, "i-tagabsent01", "k"))
+        .await
+        .unwrap_err();
+    assert_api_error(
+        &err,
+        "TagResources",
+        "InvalidResourceId.NotFound",
+        ErrorClass::Terminal,
+    );
+    let err = c
+        .untag_instance(
+            &creds(),
+            &UntagInstance {
+                region_id: REGION.into(),
+                instance_id: "i-tagabsent01".into(),
+                keys: vec!["k".into()],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_api_error(
+        &err,
+        "UntagResources",
+        "InvalidResourceId.NotFound",
+        ErrorClass::Terminal,
+    );
+    // A region that does not exist: regionId must be fixed, the instance is not "gone".
+    let err = c
+        .tag_instance(&creds(), &tag("xx-nowhere-1", "i-tagerrors01", "k"))
+        .await
+        .unwrap_err();
+    assert_api_error(
+        &err,
+        "TagResources",
+        "InvalidRegionId.NotFound",
+        ErrorClass::Terminal,
+    );
+    let err = c
+        .describe_instances("xx-nowhere-1", &creds(), &["i-tagerrors01".into()])
+        .await
+        .unwrap_err();
+    assert_api_error(
+        &err,
+        "DescribeInstances",
+        "InvalidRegionId.NotFound",
+        ErrorClass::Terminal,
+    );
+    // A key the API refuses.
+    let err = c
+        .tag_instance(&creds(), &tag(REGION, "i-tagerrors01", "acs:reserved"))
+        .await
+        .unwrap_err();
+    assert_api_error(
+        &err,
+        "TagResources",
+        "InvalidTagKey.Malformed",
+        ErrorClass::Terminal,
+    );
 }

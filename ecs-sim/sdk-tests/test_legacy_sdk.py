@@ -1,5 +1,6 @@
 """ecs-sim driven by the legacy official SDK, aliyun-python-sdk-core + aliyun-python-sdk-ecs
-(HMAC-SHA1 RPC signing, parameters in the query string of a POST), in JSON and XML."""
+(HMAC-SHA1 RPC signing, parameters in the query string of a POST), in JSON and XML: instances,
+tags and regions."""
 
 import json
 import warnings
@@ -12,8 +13,11 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkecs.request.v20140526.DeleteInstanceRequest import DeleteInstanceRequest
 from aliyunsdkecs.request.v20140526.DescribeInstancesRequest import DescribeInstancesRequest
 from aliyunsdkecs.request.v20140526.DescribeInstanceStatusRequest import DescribeInstanceStatusRequest
+from aliyunsdkecs.request.v20140526.ListTagResourcesRequest import ListTagResourcesRequest
 from aliyunsdkecs.request.v20140526.StartInstanceRequest import StartInstanceRequest
 from aliyunsdkecs.request.v20140526.StopInstanceRequest import StopInstanceRequest
+from aliyunsdkecs.request.v20140526.TagResourcesRequest import TagResourcesRequest
+from aliyunsdkecs.request.v20140526.UntagResourcesRequest import UntagResourcesRequest
 
 from conftest import (
     ACCESS_KEY_ID,
@@ -183,3 +187,106 @@ def test_injected_service_unavailable(sim, client):
     error = server_error(client, delete_request(sim, "i-legacy00060"))
     assert (error.get_error_code(), error.get_http_status()) == ("ServiceUnavailable", 503)
     assert sim.instance("i-legacy00060")["released"] is False
+
+
+# --- tags and regions ---
+
+
+def tag_request(sim, ids, tags):
+    request = at_sim(sim, TagResourcesRequest())
+    request.set_ResourceType("instance")
+    request.set_ResourceIds(ids)
+    request.set_Tags([{"Key": k, "Value": v} for k, v in tags])
+    return request
+
+
+def test_tag_describe_list_untag(sim, client):
+    sim.seed({"instanceId": "i-legtag00001"})
+    assert run(client, tag_request(sim, ["i-legtag00001"], [("owner", "ns/a"), ("empty", "")]))["RequestId"]
+    params = sim.calls("TagResources")[-1]["params"]
+    assert (params["RegionId"], params["Tag.1.Key"], params["Tag.2.Value"]) == (REGION, "owner", "")
+
+    instance = run(client, describe_request(sim, ["i-legtag00001"]))["Instances"]["Instance"][0]
+    assert instance["Tags"]["Tag"] == [{"TagKey": "empty", "TagValue": ""}, {"TagKey": "owner", "TagValue": "ns/a"}]
+
+    listing = at_sim(sim, ListTagResourcesRequest())
+    listing.set_ResourceType("instance")
+    listing.set_ResourceIds(["i-legtag00001"])
+    body = run(client, listing)
+    assert body["RequestId"] and body["NextToken"] == ""
+    assert body["TagResources"]["TagResource"] == [
+        {"ResourceId": "i-legtag00001", "ResourceType": "instance", "TagKey": "empty", "TagValue": ""},
+        {"ResourceId": "i-legtag00001", "ResourceType": "instance", "TagKey": "owner", "TagValue": "ns/a"},
+    ]
+
+    untag = at_sim(sim, UntagResourcesRequest())
+    untag.set_ResourceType("instance")
+    untag.set_ResourceIds(["i-legtag00001"])
+    untag.set_TagKeys(["owner"])
+    assert run(client, untag)["RequestId"]
+    assert sim.instance("i-legtag00001")["tags"] == {"empty": ""}
+    untag_all = at_sim(sim, UntagResourcesRequest())
+    untag_all.set_ResourceType("instance")
+    untag_all.set_ResourceIds(["i-legtag00001"])
+    untag_all.set_All(True)
+    run(client, untag_all)
+    assert sim.instance("i-legtag00001")["tags"] == {}
+
+
+def test_tags_in_xml(sim, client):
+    sim.seed({"instanceId": "i-legtag00002", "tags": {"team": "<a&b>"}})
+    request = describe_request(sim, ["i-legtag00002"])
+    request.set_accept_format("XML")
+    listing = at_sim(sim, ListTagResourcesRequest())
+    listing.set_ResourceType("instance")
+    listing.set_Tags([{"Key": "team"}])
+    listing.set_accept_format("XML")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        root = ET.fromstring(client.do_action(request))
+        listed = ET.fromstring(client.do_action(listing))
+    tags = root.findall("./Instances/Instance/Tags/Tag")
+    assert [(t.findtext("TagKey"), t.findtext("TagValue")) for t in tags] == [("team", "<a&b>")]
+    assert listed.tag == "ListTagResourcesResponse" and listed.findtext("RequestId")
+    entries = listed.findall("./TagResources/TagResource")
+    assert [(e.findtext("ResourceId"), e.findtext("TagKey"), e.findtext("TagValue")) for e in entries] == [
+        ("i-legtag00002", "team", "<a&b>")
+    ]
+
+
+def test_tag_errors(sim, client):
+    sim.seed({"instanceId": "i-legtag00003"})
+    bad_key = server_error(client, tag_request(sim, ["i-legtag00003"], [("aliyun-owned", "v")]))
+    assert (bad_key.get_error_code(), bad_key.get_http_status()) == ("InvalidTagKey.Malformed", 400)
+    assert bad_key.get_error_msg() == "The specified Tag.n.Key is not valid."
+    assert bad_key.get_request_id()
+    missing = server_error(client, tag_request(sim, ["i-doesnotexist1"], [("k", "v")]))
+    assert (missing.get_error_code(), missing.get_http_status()) == ("InvalidResourceId.NotFound", 404)
+    assert missing.get_error_msg() == "The specified ResourceIds are not found in our records."
+
+    sim.admin_ok("PUT", "faults", {"rules": [
+        {"action": "UntagResources", "errorRate": 1.0, "errorCode": "Forbidden.RAM"}
+    ]})
+    untag = at_sim(sim, UntagResourcesRequest())
+    untag.set_ResourceType("instance")
+    untag.set_ResourceIds(["i-legtag00003"])
+    untag.set_All(True)
+    forbidden = server_error(client, untag)
+    assert (forbidden.get_error_code(), forbidden.get_http_status()) == ("Forbidden.RAM", 403)
+
+
+def test_unknown_region(sim):
+    sim.seed({"instanceId": "i-legregion01"})
+    client = AcsClient(ACCESS_KEY_ID, ACCESS_KEY_SECRET, "cn-atlantis", port=sim.port, auto_retry=False)
+    error = server_error(client, describe_request(sim, ["i-legregion01"]))
+    assert (error.get_error_code(), error.get_http_status()) == ("InvalidRegionId.NotFound", 404)
+    assert error.get_error_msg() == "The specified RegionId does not exist."
+    assert server_error(client, tag_request(sim, ["i-legregion01"], [("k", "v")])).get_error_code() == \
+        "InvalidRegionId.NotFound"
+    # DeleteInstance takes no RegionId: the one the SDK adds is ignored.
+    sim.patch("i-legregion01", status="Stopped")
+    assert run(client, delete_request(sim, "i-legregion01"))["RequestId"]
+
+    elsewhere = AcsClient(ACCESS_KEY_ID, ACCESS_KEY_SECRET, "eu-central-1", port=sim.port, auto_retry=False)
+    body = run(elsewhere, describe_request(sim, ["i-legregion01"]))
+    assert body["TotalCount"] == 0 and body["Instances"]["Instance"] == []

@@ -1,5 +1,6 @@
 """ecs-sim driven by the current official SDK, alibabacloud_ecs20140526 on alibabacloud_tea_openapi:
-ACS3-HMAC-SHA256 (the default) and HMAC-SHA1 (signature_algorithm='v2')."""
+ACS3-HMAC-SHA256 (the default) and HMAC-SHA1 (signature_algorithm='v2'); instances, tags and
+regions."""
 
 import json
 
@@ -239,3 +240,165 @@ def test_throttling_fault(sim, client):
         except ClientException as error:
             codes.append(error.code)
     assert codes[:2] == ["ok", "ok"] and "Throttling.User" in codes
+
+
+# --- tags and regions ---
+
+
+def tag_instances(client, ids, tags, region=REGION):
+    request = m.TagResourcesRequest(
+        region_id=region,
+        resource_type="instance",
+        resource_id=ids,
+        tag=[m.TagResourcesRequestTag(key=k, value=v) for k, v in tags],
+    )
+    return client.tag_resources(request)
+
+
+def list_tags(client, **kwargs):
+    tags = kwargs.pop("tags", None)
+    request = m.ListTagResourcesRequest(region_id=REGION, resource_type="instance", **kwargs)
+    if tags is not None:
+        request.tag = [m.ListTagResourcesRequestTag(key=k, value=v) for k, v in tags]
+    return client.list_tag_resources(request).body
+
+
+def entries(body):
+    return [(e.resource_id, e.resource_type, e.tag_key, e.tag_value) for e in body.tag_resources.tag_resource]
+
+
+def test_tag_list_describe_and_untag(sim, client, algorithm):
+    sim.seed({"instanceId": "i-teatag00001"}, {"instanceId": "i-teatag00002", "tags": {"team": "b"}})
+    response = tag_instances(
+        client, ["i-teatag00001"], [("ecs.alicloud.dev/owner", "ns/web"), ("ecs.alicloud.dev/owner-uid", "")]
+    )
+    assert response.status_code == 200 and response.body.request_id
+    call = sim.calls("TagResources")[-1]
+    assert call["signatureMethod"] == SIGNATURE_METHODS[algorithm] and call["httpStatus"] == 200
+    assert call["params"]["Tag.2.Value"] == ""
+    assert sim.instance("i-teatag00001")["tags"] == {"ecs.alicloud.dev/owner": "ns/web", "ecs.alicloud.dev/owner-uid": ""}
+
+    # DescribeInstances carries the tags.
+    instance = describe(client, ["i-teatag00001"]).instances.instance[0]
+    assert [(t.tag_key, t.tag_value) for t in instance.tags.tag] == [
+        ("ecs.alicloud.dev/owner", "ns/web"),
+        ("ecs.alicloud.dev/owner-uid", ""),
+    ]
+    # Overwrite one key.
+    tag_instances(client, ["i-teatag00001"], [("ecs.alicloud.dev/owner-uid", "uid-1")])
+
+    by_id = list_tags(client, resource_id=["i-teatag00001", "i-teatag00002"])
+    assert by_id.request_id and not by_id.next_token
+    assert entries(by_id) == [
+        ("i-teatag00001", "instance", "ecs.alicloud.dev/owner", "ns/web"),
+        ("i-teatag00001", "instance", "ecs.alicloud.dev/owner-uid", "uid-1"),
+        ("i-teatag00002", "instance", "team", "b"),
+    ]
+    by_tag = list_tags(client, tags=[("ecs.alicloud.dev/owner-uid", "uid-1")])
+    assert {e[0] for e in entries(by_tag)} == {"i-teatag00001"}
+
+    filtered = client.describe_instances(
+        m.DescribeInstancesRequest(region_id=REGION, tag=[m.DescribeInstancesRequestTag(key="team", value="b")])
+    ).body
+    assert [i.instance_id for i in filtered.instances.instance] == ["i-teatag00002"]
+
+    untagged = client.untag_resources(m.UntagResourcesRequest(
+        region_id=REGION, resource_type="instance", resource_id=["i-teatag00001"], tag_key=["ecs.alicloud.dev/owner"]
+    ))
+    assert untagged.body.request_id
+    assert sim.instance("i-teatag00001")["tags"] == {"ecs.alicloud.dev/owner-uid": "uid-1"}
+    client.untag_resources(m.UntagResourcesRequest(
+        region_id=REGION, resource_type="instance", resource_id=["i-teatag00001", "i-teatag00002"], all=True
+    ))
+    assert sim.calls("UntagResources")[-1]["params"]["All"] == "True"
+    assert describe(client, ["i-teatag00001"]).instances.instance[0].tags.tag == []
+    assert sim.instance("i-teatag00002")["tags"] == {}
+
+
+def test_list_tag_resources_pages(sim, client):
+    sim.seed(*[
+        {"instanceId": f"i-teapage{n:05d}", "tags": {f"k{t:02d}": str(n) for t in range(20)}} for n in range(3)
+    ])
+    seen, token, pages = [], None, 0
+    while True:
+        body = list_tags(client, tags=[("k07", None)], next_token=token)
+        seen += entries(body)
+        pages += 1
+        token = body.next_token
+        if not token:
+            break
+    assert (pages, len(seen), len(set(seen))) == (2, 60, 60)
+
+
+@pytest.mark.parametrize(
+    "ids, tags, code, status, message",
+    [
+        (["i-teaerr00001"], [("acs:reserved", "v")], "InvalidTagKey.Malformed", 400,
+         "The specified Tag.n.Key is not valid."),
+        (["i-teaerr00001"], [("k", "x" * 129)], "InvalidTagValue.Malformed", 400,
+         "The specified Tag.n.Value is not valid."),
+        (["i-teaerr00001"], [("k", "1"), ("k", "2")], "Duplicate.TagKey", 400,
+         "The Tag.N.Key contain duplicate key."),
+        (["i-teaerr00001"], [(f"k{n}", "") for n in range(21)], "NumberExceed.Tags", 400,
+         "The Tags parameter's number is exceed , Valid : 20."),
+        (["i-teaerr00001"], [("new", "")], "OperationDenied.QuotaExceed", 400,
+         "The quota of tags on resource is beyond permitted range."),
+        (["i-teaerr00001", "i-doesnotexist1"], [("k", "v")], "InvalidResourceId.NotFound", 404,
+         "The specified ResourceIds are not found in our records."),
+    ],
+)
+def test_tag_resources_errors(sim, client, ids, tags, code, status, message):
+    sim.seed({"instanceId": "i-teaerr00001", "tags": {f"old{n}": "" for n in range(20)}})
+    error = error_of(lambda: tag_instances(client, ids, tags))
+    assert (error.code, error.status_code) == (code, status)
+    assert message in error.message
+    assert error.data["RequestId"] and error.data["Recommend"].startswith("https://")
+    assert len(sim.instance("i-teaerr00001")["tags"]) == 20
+
+
+def test_untag_and_list_errors(sim, client):
+    sim.seed({"instanceId": "i-teaerr00002"})
+    conflict = error_of(lambda: client.untag_resources(m.UntagResourcesRequest(
+        region_id=REGION, resource_type="instance", resource_id=["i-teaerr00002"], tag_key=["k"], all=True
+    )))
+    assert (conflict.code, conflict.status_code) == ("Param.Conflict", 403)
+    bad_type = error_of(lambda: client.untag_resources(m.UntagResourcesRequest(
+        region_id=REGION, resource_type="spaceship", resource_id=["i-teaerr00002"], all=True
+    )))
+    assert (bad_type.code, bad_type.status_code) == ("InvalidResourceType.NotFound", 404)
+    empty = error_of(lambda: client.list_tag_resources(
+        m.ListTagResourcesRequest(region_id=REGION, resource_type="instance")
+    ))
+    assert (empty.code, empty.status_code) == ("BothEmpty.TagsAndResources", 403)
+
+
+def test_unknown_region(sim, client):
+    sim.seed({"instanceId": "i-tearegion01"})
+    for call in (
+        lambda: client.describe_instances(m.DescribeInstancesRequest(region_id="cn-atlantis")),
+        lambda: client.describe_instance_status(m.DescribeInstanceStatusRequest(region_id="cn-atlantis")),
+        lambda: tag_instances(client, ["i-tearegion01"], [("k", "v")], region="cn-atlantis"),
+        lambda: client.untag_resources(m.UntagResourcesRequest(
+            region_id="cn-atlantis", resource_type="instance", resource_id=["i-tearegion01"], all=True)),
+        lambda: client.list_tag_resources(m.ListTagResourcesRequest(
+            region_id="cn-atlantis", resource_type="instance", resource_id=["i-tearegion01"])),
+    ):
+        error = error_of(call)
+        assert (error.code, error.status_code) == ("InvalidRegionId.NotFound", 404)
+        assert "The specified RegionId does not exist." in error.message
+    # A real region without instances: an empty list, not an error.
+    elsewhere = client.describe_instances(m.DescribeInstancesRequest(region_id="ap-southeast-1")).body
+    assert elsewhere.total_count == 0 and elsewhere.instances.instance == []
+    not_there = error_of(lambda: tag_instances(client, ["i-tearegion01"], [("k", "v")], region="ap-southeast-1"))
+    assert (not_there.code, not_there.status_code) == ("InvalidResourceId.NotFound", 404)
+
+
+def test_forbidden_ram_fault_on_tag_resources(sim, client):
+    sim.seed({"instanceId": "i-teafault001"})
+    sim.admin_ok("PUT", "faults", {"rules": [
+        {"action": "TagResources", "errorRate": 1.0, "errorCode": "Forbidden.RAM"}
+    ]})
+    error = error_of(lambda: tag_instances(client, ["i-teafault001"], [("k", "v")]))
+    assert (error.code, error.status_code) == ("Forbidden.RAM", 403)
+    assert sim.instance("i-teafault001")["tags"] == {}
+    assert list_tags(client, resource_id=["i-teafault001"]).tag_resources.tag_resource == []

@@ -13,6 +13,7 @@ use crate::model::{ChargeType, Instance, Status, Store};
 use crate::params::Params;
 use crate::response::Node;
 use crate::state::{State, Timing};
+use crate::tags;
 
 /// The actions this simulator answers; anything else is `InvalidApi.NotFound`.
 pub const ACTIONS: &[&str] = &[
@@ -21,6 +22,9 @@ pub const ACTIONS: &[&str] = &[
     "StartInstance",
     "StopInstance",
     "DeleteInstance",
+    "TagResources",
+    "UntagResources",
+    "ListTagResources",
 ];
 
 pub const API_VERSION: &str = "2014-05-26";
@@ -42,12 +46,35 @@ pub fn run(
     params: &Params,
 ) -> Result<Fields, EcsError> {
     match action {
-        "DescribeInstances" => describe_instances(&mut state.store, caller, params),
-        "DescribeInstanceStatus" => describe_instance_status(&mut state.store, caller, params),
+        "DescribeInstances" => {
+            let region = existing_region(state, params)?;
+            describe_instances(&mut state.store, caller, params, &region)
+        }
+        "DescribeInstanceStatus" => {
+            let region = existing_region(state, params)?;
+            describe_instance_status(&mut state.store, caller, params, &region)
+        }
+        // Start/Stop/DeleteInstance take no RegionId (an extra one, as the legacy SDK adds, is
+        // ignored like any unknown parameter).
         "StartInstance" => start_instance(&mut state.store, caller, params),
         "StopInstance" => stop_instance(&mut state.store, caller, params),
         "DeleteInstance" => delete_instance(&mut state.store, caller, params),
+        "TagResources" => tags::tag_resources(state, caller, params),
+        "UntagResources" => tags::untag_resources(state, caller, params),
+        "ListTagResources" => tags::list_tag_resources(state, caller, params),
         _ => Err(EcsError::api_not_found()),
+    }
+}
+
+/// The required `RegionId` of a Describe* call, which must exist (checked before the other
+/// parameters: the region decides where the request goes). A real region without instances is
+/// not an error; it lists nothing.
+fn existing_region(state: &State, params: &Params) -> Result<String, EcsError> {
+    let region = params.required("RegionId")?;
+    if state.region_exists(region) {
+        Ok(region.to_owned())
+    } else {
+        Err(EcsError::region_not_found())
     }
 }
 
@@ -142,9 +169,10 @@ fn describe_instances(
     store: &mut Store,
     caller: &Caller,
     params: &Params,
+    region: &str,
 ) -> Result<Fields, EcsError> {
-    let region = params.required("RegionId")?.to_owned();
     let ids = instance_id_filter(params)?;
+    let tag_filter = tags::describe_instances_filter(params)?;
     let status = params
         .get("Status")
         .filter(|s| !s.is_empty())
@@ -166,10 +194,11 @@ fn describe_instances(
     dry_run_gate(params)?;
 
     let matching: Vec<&mut Instance> =
-        visible(store, caller, &region, ids.as_ref(), params.get("ZoneId"))
+        visible(store, caller, region, ids.as_ref(), params.get("ZoneId"))
             .into_iter()
             .filter(|i| status.is_none_or(|s| i.spec.status == s))
             .filter(|i| charge_type.is_none_or(|c| i.spec.charge_type.as_str() == c))
+            .filter(|i| tags::matches_filter(&i.spec.tags, &tag_filter))
             .collect();
     let total = i64::try_from(matching.len()).unwrap_or(i64::MAX);
 
@@ -279,7 +308,7 @@ fn instance_node(instance: &Instance) -> Node {
             "OperationLocks",
             Node::Object(vec![("LockReason", Node::List(locks))]),
         ),
-        ("Tags", Node::Object(vec![("Tag", Node::List(Vec::new()))])),
+        ("Tags", tags::tags_node(&spec.tags)),
         (
             "SecurityGroupIds",
             Node::Object(vec![("SecurityGroupId", Node::List(Vec::new()))]),
@@ -302,8 +331,8 @@ fn describe_instance_status(
     store: &mut Store,
     caller: &Caller,
     params: &Params,
+    region: &str,
 ) -> Result<Fields, EcsError> {
-    let region = params.required("RegionId")?.to_owned();
     let ids = params.indexed("InstanceId");
     if ids.len() > MAX_IDS {
         return Err(EcsError::too_many_instance_ids());
@@ -313,7 +342,7 @@ fn describe_instance_status(
     let page = page(params, 50)?;
     dry_run_gate(params)?;
 
-    let matching = visible(store, caller, &region, ids.as_ref(), params.get("ZoneId"));
+    let matching = visible(store, caller, region, ids.as_ref(), params.get("ZoneId"));
     let total = i64::try_from(matching.len()).unwrap_or(i64::MAX);
     let statuses = page_slice(matching, &page)
         .into_iter()

@@ -1,5 +1,6 @@
 //! The test-only admin interface under `/_sim/` (JSON in and out, no signature). See the README.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -7,7 +8,7 @@ use serde_json::{Value, json};
 use crate::accounts::Account;
 use crate::encoding::decode_pairs;
 use crate::faults::FaultRules;
-use crate::model::{Instance, InstancePatch, InstanceSpec};
+use crate::model::{Instance, InstancePatch, InstanceSpec, check_admin_tags};
 use crate::state::Sim;
 
 pub struct AdminResponse {
@@ -41,6 +42,10 @@ pub fn seed(sim: &Sim, specs: Vec<InstanceSpec>) -> Result<usize, String> {
             bad.instance_id
         ));
     }
+    for spec in &specs {
+        check_admin_tags(&spec.tags)
+            .map_err(|e| format!("instance {:?}: {e}", spec.instance_id))?;
+    }
     let count = specs.len();
     let now = Instant::now();
     let mut state = sim.lock();
@@ -70,12 +75,33 @@ pub fn handle(sim: &Sim, method: &str, path: &str, query: &str, body: &[u8]) -> 
                 .map_err(|e| error(400, e))
         }),
         ("GET", ["instances", id]) => Ok(with_instance(sim, id, |i| ok(instance_json(i)))),
-        ("PATCH", ["instances", id]) => parse::<InstancePatch>(body).map(|patch| {
-            with_instance(sim, id, |instance| {
+        ("PATCH", ["instances", id]) => parse::<InstancePatch>(body).and_then(|patch| {
+            if let Some(tags) = &patch.tags {
+                check_admin_tags(tags).map_err(|e| error(400, e))?;
+            }
+            Ok(with_instance(sim, id, |instance| {
                 instance.apply(patch, Instant::now());
                 ok(instance_json(instance))
-            })
+            }))
         }),
+        ("GET", ["instances", id, "tags"]) => Ok(with_instance(sim, id, |instance| {
+            ok(json!(instance.spec.tags))
+        })),
+        ("PUT", ["instances", id, "tags"]) => {
+            parse::<BTreeMap<String, String>>(body).and_then(|tags| {
+                check_admin_tags(&tags).map_err(|e| error(400, e))?;
+                Ok(with_instance(sim, id, |instance| {
+                    instance.spec.tags = tags;
+                    ok(json!(instance.spec.tags))
+                }))
+            })
+        }
+        ("GET", ["regions"]) => {
+            let state = sim.lock();
+            let mut regions = state.regions.all();
+            regions.extend(state.store.seeded_regions().iter().cloned());
+            Ok(ok(json!(regions)))
+        }
         ("DELETE", ["instances", id]) => {
             let removed = sim.lock().store.remove(id);
             Ok(ok(json!({ "removed": removed })))

@@ -3,6 +3,12 @@
 //! Sources (see shared/reference/ecs-openapi.md): §1.2 (DeleteInstance table), §1.3 (gateway
 //! errors) and §2.1 (StopInstance). Where the tables disagree the choice is noted at the
 //! constructor.
+//!
+//! Tag and region errors: the error tables of the ECS API pages TagResources, UntagResources and
+//! ListTagResources (current English pages, TagResources changed 2025-04-10; the older copies in
+//! the repository `AlibabaCloudDocs/ecs`, `intl.en-US/API Reference/Tags/*.md`, agree on codes,
+//! statuses and messages), and DescribeInstanceStatus / DescribeInstances (§2.2, §2.3).
+//! Codes those pages do not define for a case are marked UNCONFIRMED at the constructor.
 
 /// An error answer: HTTP status, ECS `Code` and `Message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +173,33 @@ impl EcsError {
         )
     }
 
+    /// Gateway table (§1.3). Produced by fault injection only (the simulator has no RAM model).
+    pub fn forbidden_ram() -> Self {
+        Self::new(
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        )
+    }
+
+    /// Gateway table (§1.3). Fault injection only.
+    pub fn throttling() -> Self {
+        Self::new(
+            400,
+            "Throttling",
+            "Request was denied due to request throttling.",
+        )
+    }
+
+    /// Gateway table (§1.3); its 400 status is UNCONFIRMED for ECS. Fault injection only.
+    pub fn throttling_api() -> Self {
+        Self::new(
+            400,
+            "Throttling.Api",
+            "Request was denied due to api flow control.",
+        )
+    }
+
     /// Not in the reference: a request body above the simulator's limit.
     pub fn body_too_large() -> Self {
         Self::new(
@@ -282,5 +315,187 @@ impl EcsError {
             "InstanceIdLimitExceeded",
             "The amount of InstanceId specified exceeds limit 100.",
         )
+    }
+
+    // --- regions (DescribeInstanceStatus table §2.3; Tag*Resources tables) ---
+
+    pub fn region_not_found() -> Self {
+        Self::new(
+            404,
+            "InvalidRegionId.NotFound",
+            "The specified RegionId does not exist.",
+        )
+    }
+
+    // --- tags: TagResources, UntagResources, ListTagResources tables ---
+
+    /// The tag pages' own missing-parameter form (404, not the gateway's 400 `MissingParameter`):
+    /// `MissingParameter.RegionId`, `.ResourceType`, `.ResourceIds`, `.Tags`.
+    pub fn tag_missing(action: &str, code_suffix: &str, param_in_message: &str) -> Self {
+        Self::new(
+            404,
+            &format!("MissingParameter.{code_suffix}"),
+            tag_message(
+                action,
+                &format!("The parameter - {param_in_message} should not be null"),
+            ),
+        )
+    }
+
+    pub fn too_many_resource_ids(action: &str) -> Self {
+        Self::new(
+            400,
+            "NumberExceed.ResourceIds",
+            tag_message(
+                action,
+                "The ResourceIds parameter's number is exceed , Valid : 50",
+            ),
+        )
+    }
+
+    pub fn too_many_tags(action: &str) -> Self {
+        Self::new(
+            400,
+            "NumberExceed.Tags",
+            tag_message(action, "The Tags parameter's number is exceed , Valid : 20"),
+        )
+    }
+
+    pub fn duplicate_tag_key() -> Self {
+        Self::new(
+            400,
+            "Duplicate.TagKey",
+            "The Tag.N.Key contain duplicate key.",
+        )
+    }
+
+    /// TagResources (2025 table): keys of one request that differ only in letter case.
+    pub fn tag_key_case_duplicate() -> Self {
+        Self::new(
+            403,
+            "TagKey.Duplication",
+            "The TagKey has duplication with others, case-insensitive.",
+        )
+    }
+
+    pub fn invalid_tag_key() -> Self {
+        Self::new(
+            400,
+            "InvalidTagKey.Malformed",
+            "The specified Tag.n.Key is not valid.",
+        )
+    }
+
+    pub fn invalid_tag_value() -> Self {
+        Self::new(
+            400,
+            "InvalidTagValue.Malformed",
+            "The specified Tag.n.Value is not valid.",
+        )
+    }
+
+    /// A `Tag.N.Value` without its `Tag.N.Key` (DescribeInstances, whose table lists this code),
+    /// or a `Tag.N.Key` without a value in TagResources (whose current page says the value "cannot
+    /// be null"; that this case answers this code is UNCONFIRMED).
+    pub fn tag_mismatch() -> Self {
+        Self::new(
+            400,
+            "InvalidTag.Mismatch",
+            "The specified Tag.n.Key and Tag.n.Value are not match.",
+        )
+    }
+
+    /// DescribeInstances with more than 20 `Tag.N` (its table lists the code; the message is the
+    /// tag pages' one).
+    pub fn invalid_tag_count() -> Self {
+        Self::new(
+            400,
+            "InvalidTagCount",
+            "The specified tags are beyond the permitted range.",
+        )
+    }
+
+    pub fn resource_not_found() -> Self {
+        Self::new(
+            404,
+            "InvalidResourceId.NotFound",
+            "The specified ResourceIds are not found in our records.",
+        )
+    }
+
+    pub fn resource_type_not_found() -> Self {
+        Self::new(
+            404,
+            "InvalidResourceType.NotFound",
+            "The ResourceType provided does not exist in our records.",
+        )
+    }
+
+    /// A resource would carry more than 20 tags. The table's description of this code is "the
+    /// maximum number of tags on resource is exceeded"; `QuotaExceed.Tags` (403, `%s`) is the
+    /// other candidate in the table and was not chosen.
+    pub fn tag_quota_exceeded() -> Self {
+        Self::new(
+            400,
+            "OperationDenied.QuotaExceed",
+            "The quota of tags on resource is beyond permitted range.",
+        )
+    }
+
+    /// UntagResources with `All=true` and `TagKey.N`.
+    pub fn untag_all_conflict() -> Self {
+        Self::new(
+            403,
+            "Param.Conflict",
+            "The specified all is true, but the specified TagKey.N is not empty.",
+        )
+    }
+
+    /// ListTagResources with neither `ResourceId.N` nor `Tag.N`.
+    pub fn tags_and_resources_empty() -> Self {
+        Self::new(
+            403,
+            "BothEmpty.TagsAndResources",
+            "The specified Tags and ResourcesIds are not allow to both empty.",
+        )
+    }
+
+    pub fn invalid_list_next_token() -> Self {
+        Self::new(
+            403,
+            "Invalid.NextToken",
+            "The specified NextToken is not valid.",
+        )
+    }
+
+    /// ListTagResources `TagFilter.N` (fuzzy search) is not modelled; the simulator refuses it
+    /// with the table's code for a bad `TagFilter` rather than ignoring the filter.
+    pub fn tag_filter_unsupported() -> Self {
+        Self::new(
+            403,
+            "InvalidTagFilter.Malformed",
+            "The specified TagFilter is not valid.",
+        )
+    }
+
+    /// ListTagResources with `Tag.N.Value` but no `Tag.N.Key`: the page's parameter description
+    /// names this code; its HTTP status and message are not documented (UNCONFIRMED: 400 and the
+    /// gateway's invalid-parameter wording).
+    pub fn list_tag_value_without_key() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.TagValue",
+            "The specified parameter \"Tag.N.Value\" is not valid.",
+        )
+    }
+}
+
+/// The current TagResources and ListTagResources pages end these messages with a period, the
+/// UntagResources page does not.
+fn tag_message(action: &str, text: &str) -> String {
+    if action == "UntagResources" {
+        text.to_owned()
+    } else {
+        format!("{text}.")
     }
 }

@@ -9,11 +9,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::EcsError;
 
+/// The codes an `errorRate` rule answers with (gateway errors, reference §1.3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     #[default]
     ServiceUnavailable,
     InternalError,
+    /// 403: what a RAM policy that denies the action answers.
+    #[serde(rename = "Forbidden.RAM")]
+    ForbiddenRam,
+    Throttling,
+    #[serde(rename = "Throttling.User")]
+    ThrottlingUser,
+    #[serde(rename = "Throttling.Api")]
+    ThrottlingApi,
+}
+
+impl ErrorCode {
+    pub fn error(self) -> EcsError {
+        match self {
+            ErrorCode::ServiceUnavailable => EcsError::service_unavailable(),
+            ErrorCode::InternalError => EcsError::internal_error(),
+            ErrorCode::ForbiddenRam => EcsError::forbidden_ram(),
+            ErrorCode::Throttling => EcsError::throttling(),
+            ErrorCode::ThrottlingUser => EcsError::throttling_user(),
+            ErrorCode::ThrottlingApi => EcsError::throttling_api(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -22,6 +44,9 @@ pub struct FaultRule {
     /// `None`: every action.
     #[serde(default)]
     pub action: Option<String>,
+    /// `None`: every AccessKeyId.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
     #[serde(default)]
     pub throttle_qps: Option<f64>,
     #[serde(default)]
@@ -112,7 +137,12 @@ impl Faults {
         let mut latency = Duration::ZERO;
         let mut verdict = Verdict::Proceed;
         for (index, rule) in self.rules.iter().enumerate() {
-            if rule.action.as_deref().is_some_and(|a| a != action) {
+            if rule.action.as_deref().is_some_and(|a| a != action)
+                || rule
+                    .access_key_id
+                    .as_deref()
+                    .is_some_and(|k| k != access_key_id)
+            {
                 continue;
             }
             latency = latency.saturating_add(Duration::from_millis(rule.latency_ms.unwrap_or(0)));
@@ -134,10 +164,7 @@ impl Faults {
             if verdict == Verdict::Proceed
                 && rule.error_rate.is_some_and(|rate| rng.random_bool(rate))
             {
-                verdict = Verdict::Fail(match rule.error_code {
-                    ErrorCode::ServiceUnavailable => EcsError::service_unavailable(),
-                    ErrorCode::InternalError => EcsError::internal_error(),
-                });
+                verdict = Verdict::Fail(rule.error_code.error());
             }
         }
         (latency, verdict)
@@ -222,6 +249,39 @@ mod tests {
             (latency, verdict),
             (Duration::from_millis(7), Verdict::Proceed)
         );
+    }
+
+    #[test]
+    fn error_codes_and_access_key_filter() {
+        let mut f = faults(serde_json::json!([
+            { "action": "TagResources", "accessKeyId": "a", "errorRate": 1.0, "errorCode": "Forbidden.RAM" },
+            { "action": "ListTagResources", "errorRate": 1.0, "errorCode": "Throttling.Api" }
+        ]));
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let forbidden = f.decide("a", "TagResources", now, &mut rng).1;
+        assert_eq!(forbidden, Verdict::Fail(EcsError::forbidden_ram()));
+        let Verdict::Fail(error) = forbidden else {
+            unreachable!()
+        };
+        assert_eq!((error.status, error.code.as_str()), (403, "Forbidden.RAM"));
+        assert_eq!(
+            f.decide("b", "TagResources", now, &mut rng).1,
+            Verdict::Proceed
+        );
+        assert_eq!(
+            f.decide("b", "ListTagResources", now, &mut rng).1,
+            Verdict::Fail(EcsError::throttling_api())
+        );
+        for (name, code) in [
+            ("Throttling", "Throttling"),
+            ("Throttling.User", "Throttling.User"),
+            ("InternalError", "InternalError"),
+        ] {
+            let parsed: ErrorCode = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(parsed.error().code, code);
+        }
+        assert!(serde_json::from_value::<ErrorCode>(serde_json::json!("Bogus")).is_err());
     }
 
     #[test]

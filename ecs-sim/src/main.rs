@@ -10,10 +10,12 @@ mod faults;
 mod gateway;
 mod model;
 mod params;
+mod regions;
 mod response;
 mod server;
 mod signature;
 mod state;
+mod tags;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -61,6 +63,22 @@ struct Cli {
     /// Largest accepted distance between a request's timestamp and the clock, in seconds.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(..=MAX_DURATION_MS / 1000))]
     max_skew_secs: u64,
+    /// An extra region ID that calls may name (besides Alibaba Cloud's public regions and the
+    /// regions of seeded instances); repeatable.
+    #[arg(long = "region", value_name = "REGION_ID", value_parser = parse_region)]
+    regions: Vec<String>,
+}
+
+fn parse_region(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("a region ID has lowercase letters, digits and '-' only".to_owned())
+    }
 }
 
 fn load_seed(path: &PathBuf) -> Result<Vec<InstanceSpec>, String> {
@@ -86,7 +104,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         release_linger: Duration::from_millis(cli.release_linger_ms),
         max_skew: Duration::from_secs(cli.max_skew_secs),
     };
-    let sim = Arc::new(Sim::new(timing, accounts));
+    let sim = Arc::new(Sim::new(
+        timing,
+        accounts,
+        regions::Regions::new(cli.regions),
+    ));
     if let Some(path) = &cli.seed {
         admin::seed(&sim, load_seed(path)?)?;
     }

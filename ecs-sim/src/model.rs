@@ -2,7 +2,7 @@
 //! it entered it, and [`Instance::settle`] advances it by elapsed time whenever it is read, so
 //! no timers run and thousands of instances cost nothing while idle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,38 @@ pub struct InstanceSpec {
     pub instance_name: Option<String>,
     #[serde(default)]
     pub instance_type: Option<String>,
+    /// Tags, key → value (shown by DescribeInstances, changed by Tag/UntagResources).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Most tags one resource can carry (ECS "Tag limits").
+pub const MAX_TAGS_PER_RESOURCE: usize = 20;
+/// Longest tag key and tag value, in characters.
+pub const MAX_TAG_LENGTH: usize = 128;
+
+/// What the admin API accepts as an instance's tags. Looser than TagResources on purpose: system
+/// tags such as `acs:rm:rgId` exist on real instances, so the reserved prefixes are allowed here.
+pub fn check_admin_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if tags.len() > MAX_TAGS_PER_RESOURCE {
+        return Err(format!(
+            "at most {MAX_TAGS_PER_RESOURCE} tags per instance, got {}",
+            tags.len()
+        ));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > MAX_TAG_LENGTH {
+            return Err(format!(
+                "tag key {key:?} must have 1 to {MAX_TAG_LENGTH} characters"
+            ));
+        }
+        if value.chars().count() > MAX_TAG_LENGTH {
+            return Err(format!(
+                "the value of tag {key:?} has more than {MAX_TAG_LENGTH} characters"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `PATCH /_sim/instances/{id}`: any subset of the spec fields except the identity.
@@ -122,6 +154,8 @@ pub struct InstancePatch {
     pub owner: Option<Option<String>>,
     pub instance_name: Option<String>,
     pub instance_type: Option<String>,
+    /// Replaces all tags (`{}` removes them).
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -211,7 +245,8 @@ impl Instance {
             route_entry,
             slb_configuring,
             initializing,
-            owner
+            owner,
+            tags
         );
         set_optional!(zone_id, instance_name, instance_type);
     }
@@ -223,11 +258,15 @@ impl Instance {
 pub struct Store {
     by_region: BTreeMap<String, BTreeMap<String, Instance>>,
     region_of: HashMap<String, String>,
+    /// Every region an instance was seeded in since the last clear: these regions exist even
+    /// once their instances are gone.
+    seeded_regions: BTreeSet<String>,
 }
 
 impl Store {
     pub fn insert(&mut self, spec: InstanceSpec, now: Instant) {
         self.remove(&spec.instance_id);
+        self.seeded_regions.insert(spec.region_id.clone());
         self.region_of
             .insert(spec.instance_id.clone(), spec.region_id.clone());
         self.by_region
@@ -252,6 +291,11 @@ impl Store {
     pub fn clear(&mut self) {
         self.by_region.clear();
         self.region_of.clear();
+        self.seeded_regions.clear();
+    }
+
+    pub fn seeded_regions(&self) -> &BTreeSet<String> {
+        &self.seeded_regions
     }
 
     /// The instance, settled to `now`; `None` if absent or its release linger is over (then it
@@ -360,5 +404,40 @@ mod tests {
             serde_json::from_value(serde_json::json!({"owner": null})).unwrap();
         instance.apply(patch, t0);
         assert_eq!(instance.spec.owner, None);
+    }
+
+    #[test]
+    fn tags_from_spec_patch_and_admin_rules() {
+        let t0 = Instant::now();
+        let spec: InstanceSpec = serde_json::from_value(serde_json::json!({
+            "instanceId": "i-abcdefgh", "regionId": "cn-hangzhou", "tags": {"a": "1", "acs:rm:rgId": "rg-1"}
+        }))
+        .unwrap();
+        assert_eq!(spec.tags.len(), 2);
+        check_admin_tags(&spec.tags).unwrap();
+        let mut instance = Instance::new(spec, t0);
+        let patch: InstancePatch =
+            serde_json::from_value(serde_json::json!({"tags": {"b": ""}})).unwrap();
+        instance.apply(patch, t0);
+        assert_eq!(
+            instance.spec.tags,
+            BTreeMap::from([("b".to_owned(), String::new())])
+        );
+        let too_many: BTreeMap<String, String> =
+            (0..21).map(|n| (format!("k{n}"), String::new())).collect();
+        assert!(check_admin_tags(&too_many).is_err());
+        assert!(check_admin_tags(&BTreeMap::from([(String::new(), "v".to_owned())])).is_err());
+        assert!(check_admin_tags(&BTreeMap::from([("k".to_owned(), "v".repeat(129))])).is_err());
+    }
+
+    #[test]
+    fn store_remembers_seeded_regions_until_cleared() {
+        let t0 = Instant::now();
+        let mut store = Store::default();
+        store.insert(spec("i-abcdefgh", Status::Running), t0);
+        assert!(store.remove("i-abcdefgh"));
+        assert!(store.seeded_regions().contains("cn-hangzhou"));
+        store.clear();
+        assert!(store.seeded_regions().is_empty());
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::accounts::Account;
 use crate::faults::Faults;
 use crate::model::Store;
+use crate::regions::Regions;
 
 /// Timing knobs from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +29,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(timing: Timing, accounts: Vec<Account>) -> Self {
+    pub fn new(timing: Timing, accounts: Vec<Account>, regions: Regions) -> Self {
         let accounts = accounts
             .into_iter()
             .map(|a| (a.access_key_id.clone(), a))
@@ -41,6 +42,7 @@ impl Sim {
                 nonces: Nonces::default(),
                 calls: CallLog::default(),
                 faults: Faults::default(),
+                regions,
             }),
         }
     }
@@ -60,10 +62,17 @@ pub struct State {
     pub nonces: Nonces,
     pub calls: CallLog,
     pub faults: Faults,
+    pub regions: Regions,
 }
 
 impl State {
-    /// `POST /_sim/reset`: everything but the accounts.
+    /// A region calls may name: built in, from `--region`, or used by a seeded instance.
+    pub fn region_exists(&self, region: &str) -> bool {
+        self.regions.contains(region) || self.store.seeded_regions().contains(region)
+    }
+
+    /// `POST /_sim/reset`: everything but the accounts (and the `--region` regions); regions
+    /// known only from seeded instances are forgotten with them.
     pub fn reset(&mut self) {
         self.store.clear();
         self.calls.clear();

@@ -9,6 +9,7 @@
 //! ```
 //! Every helper panics with a clear message on failure: they are for tests.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -177,6 +178,31 @@ impl EcsSim {
             404 => None,
             _ => panic!("ecs-sim admin GET /_sim/instances/{id} answered {status}: {value}"),
         }
+    }
+
+    /// The instance's tags, key → value (what TagResources/UntagResources left, or what was
+    /// seeded); panics if the instance does not exist.
+    pub async fn tags(&self, id: &str) -> BTreeMap<String, String> {
+        let value = self
+            .admin_ok(reqwest::Method::GET, &format!("instances/{id}/tags"), None)
+            .await;
+        serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("ecs-sim tags of {id} are not a string map ({e}): {value}"))
+    }
+
+    /// Replaces all tags of an instance, out of band (as another tool or person would); `&[]`
+    /// removes them. At most 20 tags; reserved prefixes such as `acs:` are allowed here.
+    pub async fn set_tags(&self, id: &str, tags: &[(&str, &str)]) {
+        let tags: serde_json::Map<String, Value> = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        self.admin_ok(
+            reqwest::Method::PUT,
+            &format!("instances/{id}/tags"),
+            Some(Value::Object(tags)),
+        )
+        .await;
     }
 
     /// Makes the instance disappear at once (an out-of-band release).

@@ -34,6 +34,7 @@ pub fn fast_timings() -> Timings {
         waiting: Duration::from_millis(300),
         steady: Duration::from_secs(2),
         recheck: Duration::from_secs(1),
+        recheck_first: Duration::from_millis(500),
         backoff_base: Duration::from_millis(200),
         throttled_base: Duration::from_millis(300),
         slow_base: Duration::from_millis(500),
@@ -81,6 +82,12 @@ impl Harness {
     }
 
     pub fn start_controller(&mut self, timings: Timings) {
+        let namespace = self.ns.name.clone();
+        self.start_controller_watching(timings, &[namespace]);
+    }
+
+    /// The controller as `--namespaces a,b` runs it: one loop per namespace, one shared context.
+    pub fn start_controller_watching(&mut self, timings: Timings, namespaces: &[String]) {
         let ecs = EcsClient::new(ClientConfig {
             endpoint_override: Some(self.sim.endpoint().to_string()),
             ..Default::default()
@@ -95,15 +102,21 @@ impl Harness {
             Arc::default(),
         ));
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let namespace = self.ns.name.clone();
-        let task = tokio::spawn(reconciler::run(
-            ctx,
-            Some(namespace),
-            reconciler::DEFAULT_CONCURRENCY,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let stopped = futures::future::FutureExt::shared(stopped);
+        let loops: Vec<_> = namespaces.iter().map(|namespace| {
+            let stopped = stopped.clone();
+            reconciler::run(
+                ctx.clone(),
+                Some(namespace.clone()),
+                reconciler::DEFAULT_CONCURRENCY,
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+        }).collect();
+        let task = tokio::spawn(async move {
+            futures::future::join_all(loops).await;
+        });
         self.controller = Some(Controller {
             task,
             _shutdown: shutdown,
@@ -346,6 +359,7 @@ pub async fn wait_ready(health_url: &str, log: &std::path::Path) {
 pub fn call_mentions(call: &Value, instance_id: &str) -> bool {
     let params = &call["params"];
     params["InstanceId"].as_str() == Some(instance_id)
+        || params["ResourceId.1"].as_str() == Some(instance_id)
         || params["InstanceIds"]
             .as_str()
             .is_some_and(|ids| ids.contains(&format!("\"{instance_id}\"")))

@@ -119,12 +119,15 @@ pub fn remove(params: &mut Vec<(String, String)>, name: &str) {
 }
 
 pub fn v1_string_to_sign(method: &str, params: &[(String, String)]) -> String {
-    let mut pairs: Vec<String> = params
+    // Sorted by encoded name (then value), not as joined `name=value` strings: `TagKey.1=`
+    // sorts before `TagKey.10=` although `=` sorts after `0`.
+    let mut pairs: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "Signature")
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .map(|(k, v)| (enc(k), enc(v)))
         .collect();
     pairs.sort();
+    let pairs: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{method}&%2F&{}", enc(&pairs.join("&")))
 }
 
@@ -247,12 +250,10 @@ impl V3 {
             .map(|(k, v)| format!("{k}:{}\n", v.trim()))
             .collect();
         let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-        let mut query: Vec<String> = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-            .collect();
+        let mut query: Vec<(String, String)> =
+            self.query.iter().map(|(k, v)| (enc(k), enc(v))).collect();
         query.sort();
+        let query: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let canonical = format!(
             "POST\n/\n{}\n{}\n{}\n{}",
             query.join("&"),
