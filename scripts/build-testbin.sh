@@ -20,6 +20,13 @@ fi
 command -v go >/dev/null || { echo "build-testbin: the Go toolchain is required (go not on PATH)" >&2; exit 1; }
 export GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$out"
+# One build at a time: a second caller waits, then finds the binaries cached.
+exec 9>"$out/.lock"
+flock 9
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/etcd" ]; then
+  echo "$out"
+  exit 0
+fi
 tmp="$out/.partial"
 rm -rf "$tmp"; mkdir -p "$tmp"
 

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 KUBE_TESTBIN=$(bash scripts/build-testbin.sh)
 export KUBE_TESTBIN
+# The real kstatus and Argo CD's Lua health runtime, asked by tests/kstatus.rs and argocd_health.rs.
+GITOPS_CHECK=$(bash scripts/build-gitops-check.sh)
+export GITOPS_CHECK
 venv=$(bash scripts/python-env.sh)
 
 # Build everything before any control plane starts, so compilation does not starve it (2 cores).

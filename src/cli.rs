@@ -40,6 +40,15 @@ pub struct Args {
     #[arg(long, env = "ECS_BURST", default_value_t = 20)]
     pub ecs_burst: u32,
 
+    /// Longest time one ECS call may take, in-client retries included (a server that drips its
+    /// answer byte by byte is cut off here; connect 5 s and read 10 s timeouts still apply).
+    #[arg(long, env = "ECS_CALL_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub ecs_call_deadline: Duration,
+
+    /// Largest ECS answer read, in bytes (error answers are read up to 64 KiB).
+    #[arg(long, env = "ECS_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub ecs_max_body_bytes: usize,
+
     /// Resources reconciled at the same time (per watched namespace).
     #[arg(long, env = "CONCURRENCY", default_value_t = crate::reconciler::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
@@ -210,9 +219,12 @@ mod tests {
 
     #[test]
     fn watched_namespaces_are_merged() {
-        let args = Args::try_parse_from(["ecs-instance-controller", "--namespaces=a,b,a,,b"])
-            .unwrap();
-        assert_eq!(args.watched_namespaces(), [Some("a".into()), Some("b".into())]);
+        let args =
+            Args::try_parse_from(["ecs-instance-controller", "--namespaces=a,b,a,,b"]).unwrap();
+        assert_eq!(
+            args.watched_namespaces(),
+            [Some("a".into()), Some("b".into())]
+        );
         let all = Args::try_parse_from(["ecs-instance-controller"]).unwrap();
         assert_eq!(all.watched_namespaces(), [None]);
     }

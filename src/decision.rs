@@ -166,6 +166,8 @@ impl Decision {
 }
 
 /// The first step of a pass.
+// One per pass, never stored: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     /// Make this call, then [`conclude`] with its result.
@@ -217,7 +219,10 @@ pub fn plan(input: &Input) -> Plan {
         Observation::Present(instance) => instance,
         _ if orphaning => return Plan::Done(draft.orphan(None)),
         Observation::CredentialsUnavailable(why) => {
-            let what = format!("No usable credentials ({}): {why}", input.credentials_source);
+            let what = format!(
+                "No usable credentials ({}): {why}",
+                input.credentials_source
+            );
             return Plan::Done(draft.settle(Reason::CredentialsUnavailable, &what, OBSERVE));
         }
         Observation::Failed(error) => return Plan::Done(draft.failed(error, None)),
@@ -239,7 +244,10 @@ pub fn plan(input: &Input) -> Plan {
             instance_id: instance.instance_id.clone(),
             tags: [
                 (OWNER_TAG.to_string(), owner_name(input.resource)),
-                (OWNER_UID_TAG.to_string(), input.resource.uid().unwrap_or_default()),
+                (
+                    OWNER_UID_TAG.to_string(),
+                    input.resource.uid().unwrap_or_default(),
+                ),
             ]
             .into(),
         })),
@@ -255,11 +263,7 @@ pub fn plan(input: &Input) -> Plan {
 }
 
 /// The second step of a pass: what the call's result means.
-pub fn conclude(
-    input: &Input,
-    call: &CloudCall,
-    result: &Result<RequestId, EcsError>,
-) -> Decision {
+pub fn conclude(input: &Input, call: &CloudCall, result: &Result<RequestId, EcsError>) -> Decision {
     let mut draft = Draft::new(input.resource, Some(input), input.now);
     if let Observation::Present(instance) = input.observation {
         draft.observed(instance);
@@ -434,7 +438,10 @@ impl<'a> Draft<'a> {
         let mut status = resource.status.clone().unwrap_or_default();
         status.observed_generation = generation;
         if let Some(remembered) = input.and_then(|i| i.remembered_release)
-            && status.release.as_ref().is_none_or(|r| r.request_id.is_none())
+            && status
+                .release
+                .as_ref()
+                .is_none_or(|r| r.request_id.is_none())
         {
             status.release = Some(remembered.clone());
         }
@@ -525,12 +532,7 @@ impl<'a> Draft<'a> {
             let message = format!(
                 "DeleteInstance accepted (RequestId {request_id}); waiting for the instance to disappear"
             );
-            self.set(
-                RELEASED,
-                true,
-                Reason::ReleaseRequested.as_str(),
-                &message,
-            );
+            self.set(RELEASED, true, Reason::ReleaseRequested.as_str(), &message);
         } else if self.deleting {
             self.set(
                 RELEASED,
@@ -571,9 +573,9 @@ impl<'a> Draft<'a> {
             (None, Observation::Failed(error)) => format!(
                 "; its owner tags could not be checked ({error}): remove {OWNER_TAG} and {OWNER_UID_TAG} by hand if they matter"
             ),
-            (None, Observation::CredentialsUnavailable(why)) => format!(
-                "; its owner tags could not be checked (no credentials: {why})"
-            ),
+            (None, Observation::CredentialsUnavailable(why)) => {
+                format!("; its owner tags could not be checked (no credentials: {why})")
+            }
         };
         let what = format!(
             "deletionPolicy is Orphan: instance {id} is left as it is and the resource is removed{tags}"
@@ -592,7 +594,11 @@ impl<'a> Draft<'a> {
             access_key_id: key.to_string(),
             region_id: region.clone(),
         };
-        let previous = self.status.instance.as_ref().map(|i| i.observed_with.clone());
+        let previous = self
+            .status
+            .instance
+            .as_ref()
+            .map(|i| i.observed_with.clone());
         // Keep who saw it last: that is the evidence a later deletion needs.
         if let Some(previous) = &previous {
             self.status.instance = Some(ObservedInstance {
@@ -604,7 +610,8 @@ impl<'a> Draft<'a> {
         if self.deleting
             && let Some(request_id) = self.release_request_id()
         {
-            let what = format!("Instance {id} was released (DeleteInstance RequestId {request_id})");
+            let what =
+                format!("Instance {id} was released (DeleteInstance RequestId {request_id})");
             return self.confirm_release(Reason::Released, &what);
         }
         let seen_by_others = match &previous {
@@ -770,7 +777,9 @@ impl<'a> Draft<'a> {
                 ),
                 None => (
                     Reason::NotFound,
-                    format!("ECS answered this resource's own call: {error}; instance {id} no longer exists, nothing to release"),
+                    format!(
+                        "ECS answered this resource's own call: {error}; instance {id} no longer exists, nothing to release"
+                    ),
                 ),
             };
             return self.confirm_release(reason, &what);

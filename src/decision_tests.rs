@@ -162,11 +162,7 @@ fn condition(decision: &Decision, type_: &str) -> (String, String, String) {
 
 fn assert_condition(decision: &Decision, type_: &str, status: &str, reason: &str) {
     let (s, r, m) = condition(decision, type_);
-    assert_eq!(
-        (s.as_str(), r.as_str()),
-        (status, reason),
-        "{type_}: {m:?}"
-    );
+    assert_eq!((s.as_str(), r.as_str()), (status, reason), "{type_}: {m:?}");
 }
 
 /// Reconciling or Stalled (exactly one True), Ready False with the same reason.
@@ -239,7 +235,10 @@ fn an_owned_instance_is_ready_with_a_steady_resync_and_records_who_saw_it() {
 
 #[test]
 fn an_untagged_instance_is_tagged_as_ours_first_sight() {
-    for r in [resource(OnDelete::default()), deleted(resource(OnDelete::default()))] {
+    for r in [
+        resource(OnDelete::default()),
+        deleted(resource(OnDelete::default())),
+    ] {
         let pass = Pass::new(&r, instance_tagged(InstanceStatus::Stopped, None));
         let CloudCall::Tag(tag) = pass.call() else {
             panic!("an untagged instance is tagged before anything else");
@@ -248,7 +247,11 @@ fn an_untagged_instance_is_tagged_as_ours_first_sight() {
         assert_eq!(tag.tags[OWNER_UID_TAG], UID);
         assert_eq!(tag.tags[OWNER_TAG], "default/web-1");
         let d = pass.with_result(accepted("TAG-1"));
-        assert!(d.events.iter().any(|e| e.reason == Reason::OwnershipRecorded));
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.reason == Reason::OwnershipRecorded)
+        );
         if is_deleting(&r) {
             // Released only after a later pass re-reads the tag.
             assert_not_ready(&d, false, "OwnershipRecorded");
@@ -270,11 +273,7 @@ fn an_instance_owned_by_another_resource_is_never_adopted_or_released() {
     let r = deleted(after(&live, &d));
     let d = Pass::new(&r, foreign()).done();
     assert_not_ready(&d, true, "OwnedByAnotherResource");
-    assert_eq!(
-        d.next,
-        Next::Requeue(Pace::Recheck),
-        "the finalizer stays"
-    );
+    assert_eq!(d.next, Next::Requeue(Pace::Recheck), "the finalizer stays");
 }
 
 #[test]
@@ -285,18 +284,78 @@ fn deletion_steps_by_instance_status_and_policy() {
         Delete { force: bool },
     }
     let cases = [
-        (StopPolicy::Wait, false, InstanceStatus::Pending, Expect::Wait("WaitingForInitialization", Pace::Transition)),
-        (StopPolicy::Wait, false, InstanceStatus::Starting, Expect::Wait("WaitingForInitialization", Pace::Transition)),
-        (StopPolicy::Wait, false, InstanceStatus::Running, Expect::Wait("WaitingForStopped", Pace::Waiting)),
-        (StopPolicy::Wait, false, InstanceStatus::Stopping, Expect::Wait("WaitingForStopped", Pace::Transition)),
-        (StopPolicy::Stop, false, InstanceStatus::Running, Expect::Stop { force: false }),
-        (StopPolicy::ForceStop, false, InstanceStatus::Running, Expect::Stop { force: true }),
-        (StopPolicy::Stop, false, InstanceStatus::Stopping, Expect::Wait("WaitingForStopped", Pace::Transition)),
-        (StopPolicy::Wait, true, InstanceStatus::Running, Expect::Delete { force: true }),
-        (StopPolicy::Wait, true, InstanceStatus::Stopping, Expect::Delete { force: true }),
-        (StopPolicy::Wait, false, InstanceStatus::Stopped, Expect::Delete { force: false }),
-        (StopPolicy::Stop, false, InstanceStatus::Stopped, Expect::Delete { force: false }),
-        (StopPolicy::Wait, false, InstanceStatus::Other("Rebooting".into()), Expect::Wait("WaitingForStopped", Pace::Waiting)),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Pending,
+            Expect::Wait("WaitingForInitialization", Pace::Transition),
+        ),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Starting,
+            Expect::Wait("WaitingForInitialization", Pace::Transition),
+        ),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Running,
+            Expect::Wait("WaitingForStopped", Pace::Waiting),
+        ),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Stopping,
+            Expect::Wait("WaitingForStopped", Pace::Transition),
+        ),
+        (
+            StopPolicy::Stop,
+            false,
+            InstanceStatus::Running,
+            Expect::Stop { force: false },
+        ),
+        (
+            StopPolicy::ForceStop,
+            false,
+            InstanceStatus::Running,
+            Expect::Stop { force: true },
+        ),
+        (
+            StopPolicy::Stop,
+            false,
+            InstanceStatus::Stopping,
+            Expect::Wait("WaitingForStopped", Pace::Transition),
+        ),
+        (
+            StopPolicy::Wait,
+            true,
+            InstanceStatus::Running,
+            Expect::Delete { force: true },
+        ),
+        (
+            StopPolicy::Wait,
+            true,
+            InstanceStatus::Stopping,
+            Expect::Delete { force: true },
+        ),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Stopped,
+            Expect::Delete { force: false },
+        ),
+        (
+            StopPolicy::Stop,
+            false,
+            InstanceStatus::Stopped,
+            Expect::Delete { force: false },
+        ),
+        (
+            StopPolicy::Wait,
+            false,
+            InstanceStatus::Other("Rebooting".into()),
+            Expect::Wait("WaitingForStopped", Pace::Waiting),
+        ),
     ];
     for (stop, force, status, expect) in cases {
         let r = observed_then_deleted(OnDelete {
@@ -430,7 +489,10 @@ fn a_remembered_release_is_never_sent_twice_even_if_its_status_write_failed() {
     gone.remembered_release = d.status.release.clone();
     let d = gone.done();
     assert_condition(&d, RELEASED, "True", "Released");
-    assert!(d.events[0].note.contains("DEL-1"), "the final event tells the truth");
+    assert!(
+        d.events[0].note.contains("DEL-1"),
+        "the final event tells the truth"
+    );
 }
 
 #[test]
@@ -455,7 +517,12 @@ fn not_listed_while_deleting_is_released_only_on_evidence() {
     }
     assert_condition(&d, RELEASED, "False", "Releasing");
     assert_eq!(
-        d.status.instance.unwrap().observed_with.unwrap().access_key_id,
+        d.status
+            .instance
+            .unwrap()
+            .observed_with
+            .unwrap()
+            .access_key_id,
         KEY,
         "who saw it last is kept"
     );
@@ -466,11 +533,21 @@ fn not_listed_while_deleting_is_released_only_on_evidence() {
     assert_eq!(d.next, Next::RemoveFinalizer);
     assert_condition(&d, RELEASED, "False", "NeverObserved");
     let note = &d.events[0].note;
-    assert!(note.contains("Nothing was released") && !note.contains("no longer exists"), "{note}");
+    assert!(
+        note.contains("Nothing was released") && !note.contains("no longer exists"),
+        "{note}"
+    );
 
     // Observed before observedWith existed: who saw it is unknown, so no proof.
     let mut legacy = r.clone();
-    legacy.status.as_mut().unwrap().instance.as_mut().unwrap().observed_with = None;
+    legacy
+        .status
+        .as_mut()
+        .unwrap()
+        .instance
+        .as_mut()
+        .unwrap()
+        .observed_with = None;
     let d = Pass::new(&legacy, Observation::Absent).done();
     assert_not_ready(&d, true, "InstanceNoLongerVisible");
 }
@@ -483,9 +560,16 @@ fn not_listed_while_not_deleting_keeps_the_evidence() {
     let d = Pass::new(&r, Observation::Absent).done();
     assert_not_ready(&d, true, "InstanceNotFound");
     assert_eq!(d.next, Next::Requeue(Pace::Recheck));
-    assert!(d.events.iter().all(|e| e.reason == Reason::InstanceNotFound));
+    assert!(
+        d.events
+            .iter()
+            .all(|e| e.reason == Reason::InstanceNotFound)
+    );
     let kept = d.status.instance.clone().unwrap();
-    assert_eq!(kept.status, None, "no cloud status for an instance not listed");
+    assert_eq!(
+        kept.status, None,
+        "no cloud status for an instance not listed"
+    );
     assert_eq!(kept.observed_with.unwrap().access_key_id, KEY);
 
     // Deleted afterwards with a key of another account: still no proof.
@@ -499,8 +583,18 @@ fn not_listed_while_not_deleting_keeps_the_evidence() {
 fn a_failed_lookup_is_never_evidence_of_a_release() {
     let r = observed_then_deleted(OnDelete::default());
     for error in [
-        api_error("DescribeInstances", 404, "InvalidInstanceId.NotFound", "odd"),
-        api_error("DescribeInstances", 404, "InvalidRegionId.NotFound", "no region"),
+        api_error(
+            "DescribeInstances",
+            404,
+            "InvalidInstanceId.NotFound",
+            "odd",
+        ),
+        api_error(
+            "DescribeInstances",
+            404,
+            "InvalidRegionId.NotFound",
+            "no region",
+        ),
         EcsError::new("DescribeInstances", ErrorKind::Timeout, "timed out"),
     ] {
         let d = Pass::new(&r, Observation::Failed(error.clone())).done();
@@ -559,26 +653,116 @@ fn every_row_of_the_error_table() {
     let backoff = Pace::Backoff(Backoff::Normal);
     let throttled = Pace::Backoff(Backoff::Throttled);
     let rows: &[(u16, &str, bool, &str, Pace)] = &[
-        (403, "IncorrectInstanceStatus", false, "IncorrectInstanceStatus", Pace::Transition),
-        (403, "IncorrectInstanceStatus.Initializing", false, "IncorrectInstanceStatusInitializing", backoff),
-        (400, "DependencyViolation.SLBConfiguring", false, "DependencyViolationSLBConfiguring", backoff),
-        (400, "DependencyViolation.RouteEntry", true, "DependencyViolationRouteEntry", Pace::Recheck),
-        (400, "InvalidParameter", true, "InvalidParameter", Pace::Recheck),
-        (403, "ChargeTypeViolation", true, "ChargeTypeViolation", Pace::Recheck),
-        (403, "InstanceLockedForSecurity", true, "InstanceLockedForSecurity", Pace::Recheck),
-        (403, "InvalidOperation.DeletionProtection", true, "InvalidOperationDeletionProtection", Pace::Recheck),
+        (
+            403,
+            "IncorrectInstanceStatus",
+            false,
+            "IncorrectInstanceStatus",
+            Pace::Transition,
+        ),
+        (
+            403,
+            "IncorrectInstanceStatus.Initializing",
+            false,
+            "IncorrectInstanceStatusInitializing",
+            backoff,
+        ),
+        (
+            400,
+            "DependencyViolation.SLBConfiguring",
+            false,
+            "DependencyViolationSLBConfiguring",
+            backoff,
+        ),
+        (
+            400,
+            "DependencyViolation.RouteEntry",
+            true,
+            "DependencyViolationRouteEntry",
+            Pace::Recheck,
+        ),
+        (
+            400,
+            "InvalidParameter",
+            true,
+            "InvalidParameter",
+            Pace::Recheck,
+        ),
+        (
+            403,
+            "ChargeTypeViolation",
+            true,
+            "ChargeTypeViolation",
+            Pace::Recheck,
+        ),
+        (
+            403,
+            "InstanceLockedForSecurity",
+            true,
+            "InstanceLockedForSecurity",
+            Pace::Recheck,
+        ),
+        (
+            403,
+            "InvalidOperation.DeletionProtection",
+            true,
+            "InvalidOperationDeletionProtection",
+            Pace::Recheck,
+        ),
         (400, "Throttling", false, "Throttled", throttled),
         (400, "Throttling.User", false, "Throttled", throttled),
         (400, "Throttling.Api", false, "Throttled", throttled),
         (503, "ServiceUnavailable", false, "Retrying", backoff),
         (500, "InternalError", false, "Retrying", backoff),
-        (404, "InvalidAccessKeyId.NotFound", true, "CredentialsRejected", Pace::Recheck),
-        (400, "InvalidAccessKeyId.Inactive", true, "CredentialsRejected", Pace::Recheck),
-        (400, "SignatureDoesNotMatch", true, "CredentialsRejected", Pace::Recheck),
-        (400, "IncompleteSignature", true, "CredentialsRejected", Pace::Recheck),
-        (403, "Forbidden.RAM", true, "CredentialsRejected", Pace::Recheck),
-        (400, "InvalidTimeStamp.Expired", true, "CredentialsRejected", Pace::Recheck),
-        (403, "OperationDenied.SystemInstanceNotSupport", false, "UnexpectedError", Pace::Backoff(Backoff::Slow)),
+        (
+            404,
+            "InvalidAccessKeyId.NotFound",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            400,
+            "InvalidAccessKeyId.Inactive",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            400,
+            "SignatureDoesNotMatch",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            400,
+            "IncompleteSignature",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            403,
+            "Forbidden.RAM",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            400,
+            "InvalidTimeStamp.Expired",
+            true,
+            "CredentialsRejected",
+            Pace::Recheck,
+        ),
+        (
+            403,
+            "OperationDenied.SystemInstanceNotSupport",
+            false,
+            "UnexpectedError",
+            Pace::Backoff(Backoff::Slow),
+        ),
     ];
     let r = observed_then_deleted(OnDelete::default());
     for &(http, code, stalled, reason, pace) in rows {
@@ -599,7 +783,11 @@ fn every_row_of_the_error_table() {
         assert_eq!(last.request_id.as_deref(), Some("REQ-1"));
         assert_eq!(last.http_status, Some(i32::from(http)));
         assert_eq!(last.message, "the message");
-        assert_eq!(event_reasons(&d), [(reason, true)], "{code}: a Warning event");
+        assert_eq!(
+            event_reasons(&d),
+            [(reason, true)],
+            "{code}: a Warning event"
+        );
         assert_eq!(d.events[0].action, "Release");
     }
 }
@@ -612,7 +800,12 @@ fn credentials_messages_name_the_secret_or_the_controller() {
     });
     let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
     pass.source = CredentialsSource::Secret("default/team-a".into());
-    let error = api_error("DeleteInstance", 404, "InvalidAccessKeyId.NotFound", "bad key");
+    let error = api_error(
+        "DeleteInstance",
+        404,
+        "InvalidAccessKeyId.NotFound",
+        "bad key",
+    );
     let d = pass.with_result(Err(error.clone()));
     assert_not_ready(&d, true, "CredentialsRejected");
     assert!(condition(&d, STALLED).2.contains("Secret default/team-a"));
@@ -652,14 +845,22 @@ fn orphaning_removes_our_tags_and_never_waits_for_the_cloud() {
     assert_eq!(event_reasons(&d), [("Orphaned", false)]);
 
     let failed = pass.with_result(Err(api_error("UntagResources", 403, "Forbidden.RAM", "no")));
-    assert_eq!(failed.next, Next::RemoveFinalizer, "a failed untag never blocks an Orphan");
+    assert_eq!(
+        failed.next,
+        Next::RemoveFinalizer,
+        "a failed untag never blocks an Orphan"
+    );
     assert!(failed.events[0].note.contains("Forbidden.RAM"));
 
     for observation in [
         instance_tagged(InstanceStatus::Running, Some("another-uid")),
         instance_tagged(InstanceStatus::Running, None),
         Observation::Absent,
-        Observation::Failed(EcsError::new("DescribeInstances", ErrorKind::Timeout, "slow")),
+        Observation::Failed(EcsError::new(
+            "DescribeInstances",
+            ErrorKind::Timeout,
+            "slow",
+        )),
         Observation::CredentialsUnavailable("no Secret".into()),
     ] {
         let d = Pass::new(&r, observation.clone()).done();
@@ -703,7 +904,11 @@ fn an_unchanged_observation_does_not_change_the_status() {
     let r = after(&live, &first);
     let mut later = Pass::new(&r, owned(InstanceStatus::Running));
     later.now = now() + SignedDuration::from_secs(60);
-    assert_eq!(later.done().status, first.status, "no write for a steady resync");
+    assert_eq!(
+        later.done().status,
+        first.status,
+        "no write for a steady resync"
+    );
     later.now = now() + SignedDuration::from_mins(6);
     assert_ne!(
         later.done().status,

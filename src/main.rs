@@ -57,6 +57,8 @@ async fn run(args: Args) -> Result<(), String> {
             ..Default::default()
         },
         observer: Some(metrics.clone()),
+        attempt_deadline: args.ecs_call_deadline,
+        max_body_bytes: args.ecs_max_body_bytes,
         ..Default::default()
     })
     .map_err(|e| format!("ECS client: {e}"))?;
@@ -104,13 +106,12 @@ async fn run(args: Args) -> Result<(), String> {
     })?;
 
     let ctx = Arc::new(
-        Context::new(client.clone(), ecs, default_credentials, timings, metrics).with_policy(
-            CredentialsPolicy {
+        Context::new(client.clone(), ecs, default_credentials, timings, metrics)
+            .with_policy(CredentialsPolicy {
                 require_credentials_ref: args.require_credentials_ref,
                 own_credentials_namespaces: args.own_credentials_namespaces(),
-            },
-        )
-        .with_watch_health(watch_health),
+            })
+            .with_watch_health(watch_health),
     );
     if args.leader_election {
         readiness.set_ready();

@@ -188,7 +188,7 @@ fn set_membership(
 
 impl RequestObserver for Metrics {
     fn on_request(&self, action: &str, outcome_code: Option<&str>, latency: Duration) {
-        let code = outcome_code.unwrap_or("OK").to_string();
+        let code = bounded_code(outcome_code).to_string();
         self.ecs_requests
             .get_or_create(&RequestLabels {
                 action: action.to_string(),
@@ -211,6 +211,27 @@ impl RequestObserver for Metrics {
     }
 }
 
+/// The `code` label: `OK`, a code of the error table, a transport label, or `Other`, so that a
+/// misbehaving endpoint inventing codes cannot grow the metric without bound.
+fn bounded_code(outcome_code: Option<&str>) -> &str {
+    const TRANSPORT: &[&str] = &[
+        "Timeout",
+        "ConnectionFailed",
+        "TransportError",
+        "InvalidResponse",
+        "InvalidRequest",
+    ];
+    match outcome_code {
+        None => "OK",
+        Some(code)
+            if TRANSPORT.contains(&code) || ecs_client::ErrorClass::of_code(code).is_some() =>
+        {
+            code
+        }
+        Some(_) => "Other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +245,11 @@ mod tests {
             Duration::from_millis(20),
         );
         metrics.on_request("DescribeInstances", None, Duration::from_millis(5));
+        metrics.on_request(
+            "DescribeInstances",
+            Some("Made.Up.1"),
+            Duration::from_millis(5),
+        );
         metrics.on_throttled("DescribeInstances");
         let a = ObjectRef::new("a").within("ns");
         let b = ObjectRef::new("b").within("ns");
@@ -235,6 +261,7 @@ mod tests {
         for line in [
             r#"ecs_instance_controller_ecs_requests_total{action="DeleteInstance",code="DependencyViolation.RouteEntry"} 1"#,
             r#"ecs_instance_controller_ecs_requests_total{action="DescribeInstances",code="OK"} 1"#,
+            r#"ecs_instance_controller_ecs_requests_total{action="DescribeInstances",code="Other"} 1"#,
             r#"ecs_instance_controller_ecs_throttled_total{action="DescribeInstances"} 1"#,
             r#"ecs_instance_controller_reconcile_failures_total{reason="DependencyViolationRouteEntry"} 1"#,
             "ecs_instance_controller_deletions_in_progress 1",

@@ -168,8 +168,13 @@ impl Reason {
         use Reason::*;
         match self {
             // A missing instance is a state, not an error loop (SPEC §4).
-            InstanceObserved | InstanceNotFound | WaitingForInitialization | WaitingForStopped
-            | WaitingForRelease | NotDeleting | Releasing => EventKind::None,
+            InstanceObserved
+            | InstanceNotFound
+            | WaitingForInitialization
+            | WaitingForStopped
+            | WaitingForRelease
+            | NotDeleting
+            | Releasing => EventKind::None,
             OwnershipRecorded | StopRequested | ReleaseRequested | Released | NotFound
             | NeverObserved | Orphaned => EventKind::Normal,
             _ => EventKind::Warning,
@@ -185,21 +190,31 @@ impl Reason {
             WaitingForInitialization => "the instance is Pending or Starting",
             WaitingForStopped => "waiting for the instance to be Stopped before DeleteInstance",
             StopRequested => "StopInstance was accepted; waiting for Stopped",
-            ReleaseRequested => "DeleteInstance was accepted (also the `Released` condition until the instance is gone)",
+            ReleaseRequested => {
+                "DeleteInstance was accepted (also the `Released` condition until the instance is gone)"
+            }
             WaitingForRelease => {
                 "DeleteInstance was accepted (RequestId in `status.release`); waiting for the instance to disappear"
             }
-            IncorrectInstanceStatus => "ECS saw the instance in another state than observed; observing again",
-            IncorrectInstanceStatusInitializing => "ECS says the instance is still being created; retrying",
+            IncorrectInstanceStatus => {
+                "ECS saw the instance in another state than observed; observing again"
+            }
+            IncorrectInstanceStatusInitializing => {
+                "ECS says the instance is still being created; retrying"
+            }
             DependencyViolationSLBConfiguring => "a load balancer is being configured; retrying",
             Throttled => "the account's ECS API quota is exhausted; the controller slows down",
             Retrying => "a transient failure (5xx, timeout, connection); retrying with backoff",
-            UnexpectedError => "an ECS code the controller does not know; retried slowly, shown verbatim",
+            UnexpectedError => {
+                "an ECS code the controller does not know; retried slowly, shown verbatim"
+            }
             InstanceNotFound => "DescribeInstances does not list the instance (not deleting)",
             InstanceNoLongerVisible => {
                 "the instance was seen before, with other credentials, and is not listed now; nothing is released"
             }
-            DuplicateInstance => "an older EcsInstance names the same region and instance and owns it",
+            DuplicateInstance => {
+                "an older EcsInstance names the same region and instance and owns it"
+            }
             OwnedByAnotherResource => "the instance carries the owner tag of another EcsInstance",
             DependencyViolationRouteEntry => "a VPC route entry points at the instance",
             InvalidParameter => "ECS refused the instance ID",
@@ -209,14 +224,20 @@ impl Reason {
             InvalidRegionId => "ECS does not know the region in `spec.regionId`",
             RequestRefused => "ECS refused a call for another reason (the code is in the message)",
             CredentialsRejected => "ECS rejected the credentials (key, signature, RAM permission)",
-            CredentialsUnavailable => "the credentials Secret is missing or malformed, or there are no controller credentials",
-            ReleaseNotConfirmed => "DeleteInstance was accepted, but the instance is still listed after `--release-timeout`",
+            CredentialsUnavailable => {
+                "the credentials Secret is missing or malformed, or there are no controller credentials"
+            }
+            ReleaseNotConfirmed => {
+                "DeleteInstance was accepted, but the instance is still listed after `--release-timeout`"
+            }
             Released => "the instance was released; the finalizer is removed",
             NotFound => "the instance no longer exists; the finalizer is removed",
             NeverObserved => {
                 "this resource never observed the instance, so it never managed it; nothing is released and the finalizer is removed"
             }
-            DuplicateRemoved => "a duplicate was deleted: no cloud call, the owner keeps the instance",
+            DuplicateRemoved => {
+                "a duplicate was deleted: no cloud call, the owner keeps the instance"
+            }
             Orphaned => "`deletionPolicy: Orphan`: the instance is left running, our tags removed",
             NotDeleting => "`Released=False` while the resource is not being deleted",
             Releasing => "`Released=False` while a deletion has not released the instance yet",
@@ -230,7 +251,10 @@ impl Reason {
             WaitingForStopped => {
                 "Stop the instance, or set spec.onDelete.stop to Stop (or spec.onDelete.force to true); deletionPolicy Orphan keeps it"
             }
-            Throttled | Retrying | IncorrectInstanceStatusInitializing | DependencyViolationSLBConfiguring => {
+            Throttled
+            | Retrying
+            | IncorrectInstanceStatusInitializing
+            | DependencyViolationSLBConfiguring => {
                 "Nothing to do: the controller retries with backoff"
             }
             UnexpectedError => {

@@ -36,7 +36,7 @@ use crate::{
     decision::{self, CloudCall, CredentialsSource, Decision, EventSpec, Input, Next, Plan},
     metrics::Metrics,
     pacing::{FailureCounts, Timings},
-    reasons::RECHECK_ANNOTATION,
+    reasons::{RECHECK_ANNOTATION, Reason},
     resource::{EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
     server::WatchHealth,
 };
@@ -78,11 +78,19 @@ struct Memory {
     accepted_release: Option<ReleaseRecord>,
 }
 
+/// The gist of the last note of a reason, and the recorder its events fold into.
+type NoteRecorder = (String, Recorder);
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
     pub ecs: EcsClient,
-    pub recorder: Recorder,
+    reporter: Reporter,
+    /// kube's `Recorder` folds the events of one (object, reason, action) into a series that
+    /// keeps the first note, which would hide a later, different error of the same reason. So a
+    /// note whose gist differs from the last one of its reason gets a recorder (an Event) of its
+    /// own, and repeats of it still fold into that one's series.
+    recorders: Mutex<HashMap<(ObjectRef<EcsInstance>, Reason), NoteRecorder>>,
     /// The controller's own credentials (`ALIBABA_CLOUD_*`), for resources without a Secret.
     pub default_credentials: Option<Credentials>,
     pub policy: CredentialsPolicy,
@@ -108,7 +116,8 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
+            recorders: Mutex::new(HashMap::new()),
             client,
             ecs,
             default_credentials,
@@ -161,10 +170,7 @@ pub async fn run(
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
     let (reader, writer) = reflector::store();
-    ctx.stores
-        .lock()
-        .expect("stores lock")
-        .push(reader.clone());
+    ctx.stores.lock().expect("stores lock").push(reader.clone());
     let watching = ctx.clone();
     let swept = reader.clone();
     // Only changes that matter wake the reconciler: the controller's own status writes do not
@@ -211,7 +217,10 @@ fn relevant_change(resource: &EcsInstance) -> Option<u64> {
         .deletion_timestamp
         .is_some()
         .hash(&mut hasher);
-    resource.annotations().get(RECHECK_ANNOTATION).hash(&mut hasher);
+    resource
+        .annotations()
+        .get(RECHECK_ANNOTATION)
+        .hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -244,8 +253,10 @@ async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Acti
             .await
             .map_err(|_| Error::CacheStopped)?;
     }
-    let api: Api<EcsInstance> =
-        Api::namespaced(ctx.client.clone(), &resource.namespace().unwrap_or_default());
+    let api: Api<EcsInstance> = Api::namespaced(
+        ctx.client.clone(),
+        &resource.namespace().unwrap_or_default(),
+    );
     let has_finalizer = resource.finalizers().iter().any(|f| f == FINALIZER);
     match (decision::is_deleting(&resource), has_finalizer) {
         (false, false) => {
@@ -517,6 +528,10 @@ impl Context {
     fn forget(&self, object: &ObjectRef<EcsInstance>) {
         self.failures.forget(object);
         self.memory.lock().expect("memory lock").remove(object);
+        self.recorders
+            .lock()
+            .expect("recorders lock")
+            .retain(|(o, _), _| o != object);
         self.metrics.forget(object);
     }
 
@@ -578,56 +593,152 @@ impl Context {
         if resource.status.as_ref() == Some(status) {
             return Ok(false);
         }
-        let patch = json!({
-            "apiVersion": EcsInstance::api_version(&()),
-            "kind": EcsInstance::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &resource.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
+        let error = match apply_status(api, resource, status).await {
+            Ok(()) => return Ok(true),
+            // The API server refused the content (too large, invalid): write the essentials so
+            // the resource never keeps a stale, healthy-looking status, and say so.
+            Err(kube::Error::Api(refused)) if matches!(refused.code, 400 | 413 | 422) => refused,
+            Err(error) => return Err(error.into()),
+        };
+        let note = format!(
+            "The API server refused the status update ({}: {}); wrote a shortened status instead",
+            error.code,
+            ecs_client::clean_text(&error.message, 300)
+        );
+        warn!(resource = %ObjectRef::from_obj(resource), "{note}");
+        apply_status(api, resource, &shortened(status)).await?;
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        self.emit(
+            &recorder,
+            resource,
+            EventType::Warning,
+            "StatusWriteRefused",
+            "Observe",
+            &note,
         )
-        .await?;
+        .await;
         Ok(true)
     }
 
     async fn publish(&self, resource: &EcsInstance, events: &[EventSpec]) {
-        let reference = resource.object_ref(&());
+        let object = ObjectRef::from_obj(resource);
         for event in events {
             let reason = event.reason.as_str();
             if event.warning {
-                warn!(resource = %ObjectRef::from_obj(resource), reason, "{}", event.note);
+                warn!(resource = %object, reason, "{}", event.note);
             } else {
-                info!(resource = %ObjectRef::from_obj(resource), reason, "{}", event.note);
+                info!(resource = %object, reason, "{}", event.note);
             }
-            let event = Event {
-                type_: if event.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: reason.to_string(),
-                note: Some(truncate(&event.note, 1000)),
-                action: event.action.to_string(),
-                secondary: None,
+            let type_ = if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
             };
-            if let Err(error) = self.recorder.publish(&event, &reference).await {
-                warn!(%error, reason = %event.reason, "could not publish event");
+            let recorder = self.recorder_for(&object, event.reason, &event.note);
+            self.emit(
+                &recorder,
+                resource,
+                type_,
+                reason,
+                event.action,
+                &event.note,
+            )
+            .await;
+        }
+    }
+
+    fn recorder_for(
+        &self,
+        object: &ObjectRef<EcsInstance>,
+        reason: Reason,
+        note: &str,
+    ) -> Recorder {
+        let gist = gist(note);
+        let mut recorders = self.recorders.lock().expect("recorders lock");
+        match recorders.get(&(object.clone(), reason)) {
+            Some((last, recorder)) if *last == gist => recorder.clone(),
+            _ => {
+                let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+                recorders.insert((object.clone(), reason), (gist, recorder.clone()));
+                recorder
             }
         }
     }
+
+    async fn emit(
+        &self,
+        recorder: &Recorder,
+        resource: &EcsInstance,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &resource.object_ref(&())).await {
+            warn!(%error, reason, "could not publish event");
+        }
+    }
+}
+
+/// A note without its RequestIds and numbers: two errors with the same gist are the same error.
+fn gist(note: &str) -> String {
+    let mut words = Vec::new();
+    let mut after_request_id = false;
+    for word in note.split_whitespace() {
+        if std::mem::take(&mut after_request_id) {
+            continue;
+        }
+        if word.trim_start_matches('(').starts_with("RequestId") {
+            after_request_id = true;
+            continue;
+        }
+        if !word.chars().any(|c| c.is_ascii_digit()) {
+            words.push(word);
+        }
+    }
+    words.join(" ")
+}
+
+async fn apply_status(
+    api: &Api<EcsInstance>,
+    resource: &EcsInstance,
+    status: &EcsInstanceStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": EcsInstance::api_version(&()),
+        "kind": EcsInstance::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &resource.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The status without `lastError` and with short condition messages: what must survive.
+fn shortened(status: &EcsInstanceStatus) -> EcsInstanceStatus {
+    let mut short = status.clone();
+    short.last_error = None;
+    for condition in &mut short.conditions {
+        condition.message = ecs_client::clean_text(&condition.message, 256);
+    }
+    short
 }
 
 /// `namespace/name` of the oldest other resource (creationTimestamp, then UID) that names the
 /// same region and instance, if it is older than this one: that one owns the instance.
 fn owner_of(stores: &[Store<EcsInstance>], resource: &EcsInstance) -> Option<String> {
-    let age = |r: &EcsInstance| {
-        (
-            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            r.uid(),
-        )
-    };
+    let age = |r: &EcsInstance| (r.metadata.creation_timestamp.as_ref().map(|t| t.0), r.uid());
     let own_age = age(resource);
     stores
         .iter()

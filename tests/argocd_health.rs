@@ -1,16 +1,83 @@
 //! The Argo CD health check in `gitops/argocd/ecs.alicloud.dev/EcsInstance/` (Argo CD's
-//! `resource_customizations` layout) evaluated on every case of its `health_test.yaml`, the way
-//! Argo CD runs it: the object as the global `obj`, numbers as floats (Argo CD's Lua has no
-//! integers), only the base, string, table and math libraries.
+//! `resource_customizations` layout), run on every case of its `health_test.yaml` by
+//! `argolua` (`tools/gitops-check/argolua`, built by `scripts/build-gitops-check.sh`): gopher-lua
+//! at the version Argo CD v3.6.1 pins, with the libraries Argo CD opens for a check installed in
+//! argocd-cm (base, table, package and a safe os; no string or math), and Argo CD's assessment of
+//! the result (Unknown on a script error, the `deletionMessage` rule for objects being deleted).
+//! The objects the real controller writes are judged by the same harness in `tests/kstatus.rs`.
 
 use std::{
     collections::BTreeSet,
+    io::Write,
     path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
 };
 
-use mlua::{Lua, LuaOptions, StdLib, Table};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// `$GITOPS_CHECK` (set by `scripts/test.sh`), else whatever `scripts/build-gitops-check.sh`
+/// prints (it builds once, then is a no-op). Panics when the checkers are not there.
+fn gitops_check(tool: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| match std::env::var_os("GITOPS_CHECK") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-gitops-check.sh");
+            let output = Command::new("bash")
+                .arg(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+            assert!(
+                output.status.success(),
+                "{} failed ({}): the GitOps checkers are required",
+                script.display(),
+                output.status
+            );
+            PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        }
+    });
+    let binary = dir.join(tool);
+    assert!(
+        binary.is_file(),
+        "{} is missing: run scripts/build-gitops-check.sh (or unset GITOPS_CHECK)",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `argolua` with `args` and `stdin`; its JSON lines and whether it exited 0.
+fn argolua(args: &[&str], stdin: &str) -> (Vec<Value>, bool) {
+    let binary = gitops_check("argolua");
+    let mut child = Command::new(&binary)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write argolua's stdin");
+    let output = child.wait_with_output().expect("wait for argolua");
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "argolua {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("argolua prints JSON lines"))
+        .collect();
+    (lines, output.status.success())
+}
 
 #[derive(Debug, Deserialize)]
 struct HealthTests {
@@ -20,14 +87,8 @@ struct HealthTests {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HealthTest {
-    health_status: HealthStatus,
+    health_status: Value,
     input_path: String,
-}
-
-#[derive(Debug, Deserialize, PartialEq)]
-struct HealthStatus {
-    status: String,
-    message: String,
 }
 
 fn check_dir() -> PathBuf {
@@ -38,66 +99,58 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn to_lua(lua: &Lua, value: &Value) -> mlua::Result<mlua::Value> {
-    Ok(match value {
-        Value::Null => mlua::Value::Nil,
-        Value::Bool(b) => mlua::Value::Boolean(*b),
-        Value::Number(n) => mlua::Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => mlua::Value::String(lua.create_string(s)?),
-        Value::Array(items) => {
-            let table = lua.create_table()?;
-            for (index, item) in items.iter().enumerate() {
-                table.raw_set(index + 1, to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(table)
-        }
-        Value::Object(map) => {
-            let table = lua.create_table()?;
-            for (key, item) in map {
-                table.raw_set(key.as_str(), to_lua(lua, item)?)?;
-            }
-            mlua::Value::Table(table)
-        }
-    })
+fn health_tests() -> HealthTests {
+    serde_saphyr::from_str(&read(&check_dir().join("health_test.yaml")))
+        .expect("parse health_test.yaml")
 }
 
-/// Runs health.lua on one object in a fresh Lua state.
-fn evaluate(script: &str, object: &Value) -> mlua::Result<HealthStatus> {
-    let lua = Lua::new_with(
-        StdLib::STRING | StdLib::TABLE | StdLib::MATH,
-        LuaOptions::default(),
-    )?;
-    lua.globals().set("obj", to_lua(&lua, object)?)?;
-    let result: Table = lua.load(script).set_name("health.lua").eval()?;
-    Ok(HealthStatus {
-        status: result.get("status")?,
-        message: result.get("message")?,
-    })
-}
-
+/// Argo CD's own test of a health check: the script's result equals `healthStatus` (status,
+/// message and, for objects being deleted, `deletionMessage`). Then what Argo CD shows: the
+/// same status and message, or for an object being deleted the status with the
+/// `deletionMessage` — never the default "Pending deletion", which would hide a stalled release.
 #[test]
 fn every_case_of_health_test_yaml_gets_its_status_and_message() {
     let dir = check_dir();
-    let script = read(&dir.join("health.lua"));
-    let cases: HealthTests = serde_saphyr::from_str(&read(&dir.join("health_test.yaml")))
-        .expect("parse health_test.yaml");
+    let cases = health_tests();
     assert!(!cases.tests.is_empty(), "health_test.yaml has no tests");
+    let (results, all_passed) = argolua(&["test", dir.to_str().expect("UTF-8 path")], "");
+    assert_eq!(results.len(), cases.tests.len(), "one result per case");
 
     let mut failures = Vec::new();
-    for case in &cases.tests {
-        let object: Value = serde_saphyr::from_str(&read(&dir.join(&case.input_path)))
-            .unwrap_or_else(|e| panic!("parse {}: {e}", case.input_path));
-        match evaluate(&script, &object) {
-            Ok(actual) if actual == case.health_status => {}
-            Ok(actual) => failures.push(format!(
-                "{}: expected {:?}, got {actual:?}",
-                case.input_path, case.health_status
-            )),
-            Err(e) => failures.push(format!("{}: health.lua failed: {e}", case.input_path)),
+    for (case, result) in cases.tests.iter().zip(&results) {
+        assert_eq!(result["inputPath"], case.input_path.as_str());
+        let path = &case.input_path;
+        if result["pass"] != true {
+            failures.push(format!(
+                "{path}: expected {}, the script returned {} {}",
+                case.health_status, result["script"], result["error"]
+            ));
+            continue;
+        }
+        let object: Value = serde_saphyr::from_str(&read(&dir.join(path)))
+            .unwrap_or_else(|e| panic!("parse {path}: {e}"));
+        let deleting = !object["metadata"]["deletionTimestamp"].is_null();
+        let expected_message = if deleting {
+            &case.health_status["deletionMessage"]
+        } else {
+            &case.health_status["message"]
+        };
+        let shown = &result["health"];
+        if deleting && !expected_message.is_string() {
+            failures.push(format!(
+                "{path}: being deleted, but no deletionMessage: Argo CD shows {shown}"
+            ));
+        } else if shown["status"] != case.health_status["status"]
+            || shown["message"] != *expected_message
+        {
+            failures.push(format!(
+                "{path}: Argo CD shows {shown}, expected status {} message {expected_message}",
+                case.health_status["status"]
+            ));
         }
     }
     assert!(
-        failures.is_empty(),
+        failures.is_empty() && all_passed,
         "{} of {} cases:\n{}",
         failures.len(),
         cases.tests.len(),
@@ -107,7 +160,7 @@ fn every_case_of_health_test_yaml_gets_its_status_and_message() {
     let statuses: BTreeSet<&str> = cases
         .tests
         .iter()
-        .map(|c| c.health_status.status.as_str())
+        .filter_map(|c| c.health_status["status"].as_str())
         .collect();
     assert_eq!(
         statuses,
@@ -118,16 +171,14 @@ fn every_case_of_health_test_yaml_gets_its_status_and_message() {
 
 #[test]
 fn every_testdata_file_is_a_case_and_every_case_has_its_file() {
-    let dir = check_dir();
-    let cases: HealthTests = serde_saphyr::from_str(&read(&dir.join("health_test.yaml")))
-        .expect("parse health_test.yaml");
+    let cases = health_tests();
     let referenced: BTreeSet<String> = cases.tests.iter().map(|c| c.input_path.clone()).collect();
     assert_eq!(
         referenced.len(),
         cases.tests.len(),
         "an inputPath is used twice"
     );
-    let present: BTreeSet<String> = std::fs::read_dir(dir.join("testdata"))
+    let present: BTreeSet<String> = std::fs::read_dir(check_dir().join("testdata"))
         .expect("read testdata/")
         .map(|entry| {
             format!(
@@ -140,4 +191,73 @@ fn every_testdata_file_is_a_case_and_every_case_has_its_file() {
         })
         .collect();
     assert_eq!(referenced, present);
+}
+
+/// The harness really is as strict as Argo CD with a check from argocd-cm: no string library
+/// (a script calling `string.format` reads Unknown), and an object being deleted shows
+/// "Pending deletion" unless the script sets `deletionMessage`.
+#[test]
+fn the_harness_gives_scripts_what_argo_cd_gives_them() {
+    let scripts = tempfile_dir();
+    let format = scripts.join("format.lua");
+    std::fs::write(
+        &format,
+        "return { status = 'Healthy', message = string.format('%d', 1) }",
+    )
+    .expect("write script");
+    let plain = scripts.join("plain.lua");
+    std::fs::write(
+        &plain,
+        "return { status = 'Degraded', message = 'm' .. tostring(obj.metadata.generation) }",
+    )
+    .expect("write script");
+    let object = |deleting: bool| {
+        let mut object = serde_json::json!({
+            "apiVersion": "ecs.alicloud.dev/v1alpha1",
+            "kind": "EcsInstance",
+            "metadata": { "name": "web-1", "generation": 3, "finalizers": ["f"] },
+        });
+        if deleting {
+            object["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z".into();
+        }
+        object.to_string()
+    };
+
+    let (results, _) = argolua(&["eval", format.to_str().unwrap()], &object(false));
+    assert_eq!(results[0]["health"]["status"], "Unknown", "{results:?}");
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("'format'")),
+        "{results:?}"
+    );
+    let (results, _) = argolua(
+        &["-open-libs", "eval", format.to_str().unwrap()],
+        &object(false),
+    );
+    assert_eq!(
+        results[0]["health"],
+        serde_json::json!({ "status": "Healthy", "message": "1" })
+    );
+
+    let (results, _) = argolua(&["eval", plain.to_str().unwrap()], &object(false));
+    assert_eq!(
+        results[0]["health"],
+        serde_json::json!({ "status": "Degraded", "message": "m3" })
+    );
+    let (results, _) = argolua(&["eval", plain.to_str().unwrap()], &object(true));
+    assert_eq!(
+        results[0]["health"],
+        serde_json::json!({
+            "status": "Progressing",
+            "message": "Pending deletion; blocked by finalizers: f",
+        })
+    );
+    std::fs::remove_dir_all(&scripts).ok();
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("argocd-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
 }

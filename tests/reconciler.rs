@@ -693,3 +693,52 @@ async fn a_release_that_stays_listed_is_reported_then_confirmed() {
         "never asked twice"
     );
 }
+
+/// A person clears the cause of a Stalled deletion and annotates the resource: the controller
+/// looks at once instead of after the recheck period.
+#[tokio::test]
+async fn the_recheck_annotation_asks_for_a_look_now() {
+    let timings = ecs_instance_controller::pacing::Timings {
+        recheck: Duration::from_secs(300),
+        recheck_first: Duration::from_secs(120),
+        ..fast_timings()
+    };
+    let h = Harness::start_with("recheck", &[], timings).await;
+    let id = "i-bp1recheck0001";
+    h.seed(id, json!({ "status": "Stopped", "routeEntry": true }))
+        .await;
+    h.create("web-1", id, json!({})).await;
+    h.wait_for_condition("web-1", READY, "True", "InstanceObserved")
+        .await;
+    h.delete("web-1").await;
+    let stalled = h
+        .wait_for_condition("web-1", STALLED, "True", "DependencyViolationRouteEntry")
+        .await;
+    let message = condition_message(&stalled, STALLED);
+    assert!(
+        message.contains("route entries") && message.contains("ecs.alicloud.dev/recheck"),
+        "says what to do and how to ask for a look: {message}"
+    );
+    h.sim
+        .patch_instance(id, json!({ "routeEntry": false }))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        h.api.get_opt("web-1").await.unwrap().is_some(),
+        "nothing happens before the (long) recheck"
+    );
+    let annotate = json!({ "metadata": { "annotations": { "ecs.alicloud.dev/recheck": "1" } } });
+    h.api
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    h.wait_gone("web-1").await;
+    assert_eq!(
+        h.calls("DeleteInstance", Some(id))
+            .await
+            .into_iter()
+            .filter(call_succeeded)
+            .count(),
+        1
+    );
+}

@@ -49,8 +49,11 @@ async fn a_key_of_another_account_never_turns_not_listed_into_released() {
     h.sim.add_account(OTHER_KEY, OTHER_SECRET, None).await;
     let id = "i-bp1rotated0001";
     // Visible to the test account only, like an instance of that account.
-    h.seed(id, json!({ "status": "Stopped", "owner": testkit::sim::ACCESS_KEY_ID }))
-        .await;
+    h.seed(
+        id,
+        json!({ "status": "Stopped", "owner": testkit::sim::ACCESS_KEY_ID }),
+    )
+    .await;
     h.create_credentials_secret(
         "team",
         testkit::sim::ACCESS_KEY_ID,
@@ -204,7 +207,10 @@ async fn the_oldest_of_two_resources_owns_the_instance_in_one_namespace() {
 #[tokio::test]
 async fn a_duplicate_in_another_namespace_never_releases_the_owners_instance() {
     let sim = EcsSim::start().await;
-    let mut a = Harness::attached(test_namespace("dup-a").await, EcsSim::attach(sim.endpoint()));
+    let mut a = Harness::attached(
+        test_namespace("dup-a").await,
+        EcsSim::attach(sim.endpoint()),
+    );
     let b = Harness::attached(test_namespace("dup-b").await, sim);
     let namespaces = [a.ns.name.clone(), b.ns.name.clone()];
     a.start_controller_watching(fast_timings(), &namespaces);
@@ -243,7 +249,10 @@ async fn an_instance_tagged_for_another_resource_is_never_adopted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     still_held(&h, "web-1").await;
     assert!(h.calls("DeleteInstance", None).await.is_empty());
-    assert!(h.calls("TagResources", None).await.is_empty(), "not re-tagged");
+    assert!(
+        h.calls("TagResources", None).await.is_empty(),
+        "not re-tagged"
+    );
 
     h.patch_spec("web-1", json!({ "deletionPolicy": "Orphan" }))
         .await;
@@ -276,7 +285,11 @@ async fn orphaning_removes_our_tags() {
     h.wait_gone("web-1").await;
     let tags = h.sim.tags(id).await;
     assert!(!tags.contains_key(OWNER_UID_TAG) && !tags.contains_key(OWNER_TAG));
-    assert_eq!(tags.get("team").map(String::as_str), Some("a"), "others' tags stay");
+    assert_eq!(
+        tags.get("team").map(String::as_str),
+        Some("a"),
+        "others' tags stay"
+    );
     assert_eq!(h.sim.instance(id).await.unwrap()["status"], "Running");
 }
 
@@ -321,8 +334,14 @@ async fn a_failed_status_write_after_delete_instance_never_releases_twice() {
         },
     }))
     .unwrap();
-    policies.create(&PostParams::default(), &policy).await.unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
     // Admission policies take effect shortly after they are created.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -347,10 +366,19 @@ async fn a_failed_status_write_after_delete_instance_never_releases_twice() {
         "the policy did refuse the write"
     );
 
-    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
-    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     h.wait_gone("web-1").await;
     let (_, _, note) = h.wait_for_event("web-1", "Released").await;
-    assert!(note.contains("RequestId"), "the final event tells the truth: {note}");
+    assert!(
+        note.contains("RequestId"),
+        "the final event tells the truth: {note}"
+    );
     assert_eq!(h.calls("DeleteInstance", Some(id)).await.len(), 1);
 }

@@ -2,16 +2,24 @@
 //!
 //! The binaries come from `scripts/build-testbin.sh` (built from the Go module proxy and cached
 //! outside the repository). They end with the test binary (see `supervisor`).
+//!
+//! The state (certificates and private keys, etcd data, logs) lives in `ecs-testenv-<pid>` in the
+//! temporary directory, mode 0700, keys 0600. It is removed, and etcd and kube-apiserver are
+//! killed first, when the process that made it exits normally (`exit`, return from `main`, the
+//! end of a test binary, a panic in `main`) or calls [`shut_down`]; a binary that must survive
+//! SIGINT/SIGTERM handles them and returns (as `local-control-plane` does). Directories of
+//! processes that died otherwise (SIGKILL) are removed by the next start.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::Read,
+    io::{Read, Write},
     net::TcpListener,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        OnceLock,
+        Mutex, MutexGuard, Once, OnceLock, PoisonError,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -38,7 +46,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// The API server URL, `https://127.0.0.1:PORT`.
     pub server: String,
-    /// Where the certificates, etcd data and logs live.
+    /// Where the certificates, etcd data and logs live (mode 0700; removed when this process
+    /// exits, see [`shut_down`]).
     pub run_dir: PathBuf,
 }
 
@@ -161,20 +170,42 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
         }
     }
     remove_stale_run_dirs();
-    let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
-    let _ = fs::remove_dir_all(&run_dir);
-    fs::create_dir_all(run_dir.join("etcd"))
-        .map_err(|e| format!("create {}: {e}", run_dir.display()))?;
-    let pki = write_pki(&run_dir)?;
+    let run_dir = create_run_dir()?;
+    let mut children = Vec::new();
+    let started = start_processes(testbin, &run_dir, &mut children);
+    match started {
+        // Not killed on drop: they run until this process exits (see `shut_down`; PDEATHSIG
+        // ends them when it is killed).
+        Ok(plane) => Ok(plane),
+        Err(reason) => {
+            children.iter_mut().for_each(stop);
+            Err(reason)
+        }
+    }
+}
+
+/// Starts etcd and kube-apiserver in `run_dir` (pushing each onto `children` as it starts) and
+/// waits until the API server is ready and the CRDs are established.
+fn start_processes(
+    testbin: &Path,
+    run_dir: &Path,
+    children: &mut Vec<Child>,
+) -> Result<ControlPlane, String> {
+    let pki = write_pki(run_dir)?;
+    let etcd_dir = run_dir.join("etcd");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&etcd_dir)
+        .map_err(|e| format!("create {}: {e}", etcd_dir.display()))?;
 
     let [etcd_port, peer_port, api_port] = free_ports()?;
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let mut etcd = spawn(
+    children.push(spawn(
         testbin.join("etcd"),
         &[
             "--name=testenv".into(),
-            format!("--data-dir={}", run_dir.join("etcd").display()),
+            format!("--data-dir={}", etcd_dir.display()),
             format!("--listen-client-urls={etcd_url}"),
             format!("--advertise-client-urls={etcd_url}"),
             format!("--listen-peer-urls={peer_url}"),
@@ -184,11 +215,11 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
             "--log-level=warn".into(),
         ],
         &run_dir.join("etcd.log"),
-    )?;
+    )?);
     wait_until(
         Duration::from_secs(30),
         || tcp_ready(etcd_port),
-        &mut etcd,
+        &mut children[0],
         &run_dir.join("etcd.log"),
     )?;
 
@@ -219,16 +250,19 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
         args.push(format!("--advertise-address={address}"));
     }
     let apiserver_log = run_dir.join("kube-apiserver.log");
-    let mut apiserver = spawn(testbin.join("kube-apiserver"), &args, &apiserver_log)?;
+    children.push(spawn(
+        testbin.join("kube-apiserver"),
+        &args,
+        &apiserver_log,
+    )?);
 
     let kubeconfig = run_dir.join("kubeconfig");
-    fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))
-        .map_err(|e| format!("write kubeconfig: {e}"))?;
+    write_file(&kubeconfig, &kubeconfig_yaml(&server, &pki), 0o600)?;
     let plane = ControlPlane {
         testbin: testbin.to_path_buf(),
         kubeconfig,
         server,
-        run_dir: run_dir.clone(),
+        run_dir: run_dir.to_path_buf(),
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -238,23 +272,19 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
     let setup = runtime.block_on(async {
         tokio::time::timeout(
             Duration::from_secs(120),
-            wait_ready_and_install_crds(&plane, &mut apiserver),
+            wait_ready_and_install_crds(&plane, &mut children[1]),
         )
         .await
         .unwrap_or_else(|_| {
             Err("timed out after 120 s waiting for kube-apiserver to become ready".into())
         })
     });
-    if let Err(reason) = setup {
-        let _ = apiserver.kill();
-        let _ = etcd.kill();
-        return Err(format!(
+    setup.map_err(|reason| {
+        format!(
             "{reason}\n--- kube-apiserver.log (tail) ---\n{}",
             log_tail(&apiserver_log)
-        ));
-    }
-    // Not killed on drop: they run until the test binary exits (PDEATHSIG ends them).
-    drop((apiserver, etcd));
+        )
+    })?;
     Ok(plane)
 }
 
@@ -335,6 +365,81 @@ fn read_crds() -> Result<Vec<CustomResourceDefinition>, String> {
 
 const RUN_DIR_PREFIX: &str = "ecs-testenv-";
 
+/// What this process must undo when it exits: its run directory and the processes using it.
+struct Owned {
+    run_dir: Option<PathBuf>,
+    pids: Vec<u32>,
+    /// Set by `shut_down`: nothing may be started any more (a start-up still running on another
+    /// thread fails instead of leaving processes or files behind).
+    closed: bool,
+}
+
+static OWNED: Mutex<Owned> = Mutex::new(Owned {
+    run_dir: None,
+    pids: Vec::new(),
+    closed: false,
+});
+
+fn owned() -> MutexGuard<'static, Owned> {
+    OWNED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills (SIGKILL; their state is throw-away) and reaps the etcd and kube-apiserver of this
+/// process and removes its run directory. Idempotent; runs by itself when the process exits
+/// normally. Afterwards this process can start no control plane.
+pub fn shut_down() {
+    let mut owned = owned();
+    owned.closed = true;
+    for pid in owned.pids.drain(..) {
+        let pid = pid as libc::pid_t;
+        // SAFETY: plain system calls on a child of this process that nothing else reaps (its
+        // `Child` was dropped unwaited, or `stop` removed it from this list after reaping it).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+    if let Some(dir) = owned.run_dir.take() {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+extern "C" fn shut_down_at_exit() {
+    shut_down();
+}
+
+/// A fresh `ecs-testenv-<pid>` (mode 0700) in the temporary directory, removed at exit.
+fn create_run_dir() -> Result<PathBuf, String> {
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a handler that does not unwind (`shut_down` cannot panic).
+        unsafe { libc::atexit(shut_down_at_exit) };
+    });
+    let run_dir = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
+    let mut owned = owned();
+    if owned.closed {
+        return Err("the control plane of this process was shut down".into());
+    }
+    // An earlier attempt of this process leaves it behind. Created without `_all` and after the
+    // removal (which never follows a symlink): a path that someone else put there in between
+    // makes this fail instead of being used.
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&run_dir)
+        .map_err(|e| format!("create {}: {e}", run_dir.display()))?;
+    owned.run_dir = Some(run_dir.clone());
+    Ok(run_dir)
+}
+
+/// Kills and reaps a process of a failed start, and forgets it (so its PID, which may be reused,
+/// is not signalled again at exit).
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+    owned().pids.retain(|&pid| pid != child.id());
+}
+
 /// Run directories of test binaries that have exited (their processes ended with them).
 fn remove_stale_run_dirs() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
@@ -362,7 +467,30 @@ fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String>
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(stderr);
-    spawn_for_test_binary(command).map_err(|e| format!("start {}: {e}", program.display()))
+    // Spawned and recorded under the lock, so `shut_down` (at exit, perhaps while a start-up
+    // runs on another thread) sees every process or prevents it.
+    let mut owned = owned();
+    if owned.closed {
+        return Err(format!(
+            "start {}: the control plane of this process was shut down",
+            program.display()
+        ));
+    }
+    let child =
+        spawn_for_test_binary(command).map_err(|e| format!("start {}: {e}", program.display()))?;
+    owned.pids.push(child.id());
+    Ok(child)
+}
+
+/// Writes a new file (never through an existing path) with `mode`.
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 fn wait_until(
@@ -462,7 +590,10 @@ fn write_pki(run_dir: &Path) -> Result<Pki, String> {
     };
     let err = |e: rcgen::Error| format!("generate test certificates: {e}");
     let dir = run_dir.join("pki");
-    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("create {}: {e}", dir.display()))?;
 
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -517,7 +648,9 @@ fn write_pki(run_dir: &Path) -> Result<Pki, String> {
         ("sa.pub", service_account_key.public_key_pem()),
     ]);
     for (name, pem) in &files {
-        fs::write(dir.join(name), pem).map_err(|e| format!("write {name}: {e}"))?;
+        // Private keys are readable by the owner only.
+        let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        write_file(&dir.join(name), pem, mode)?;
     }
     Ok(Pki {
         ca_cert: dir.join("ca.crt"),

@@ -103,17 +103,20 @@ impl Harness {
         ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let stopped = futures::future::FutureExt::shared(stopped);
-        let loops: Vec<_> = namespaces.iter().map(|namespace| {
-            let stopped = stopped.clone();
-            reconciler::run(
-                ctx.clone(),
-                Some(namespace.clone()),
-                reconciler::DEFAULT_CONCURRENCY,
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-        }).collect();
+        let loops: Vec<_> = namespaces
+            .iter()
+            .map(|namespace| {
+                let stopped = stopped.clone();
+                reconciler::run(
+                    ctx.clone(),
+                    Some(namespace.clone()),
+                    reconciler::DEFAULT_CONCURRENCY,
+                    async move {
+                        let _ = stopped.await;
+                    },
+                )
+            })
+            .collect();
         let task = tokio::spawn(async move {
             futures::future::join_all(loops).await;
         });

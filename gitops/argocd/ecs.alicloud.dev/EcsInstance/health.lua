@@ -3,6 +3,13 @@
 -- status older than the spec -> Progressing; Stalled=True -> Degraded;
 -- Reconciling=True -> Progressing; Ready=True -> Healthy;
 -- Ready=False -> Degraded for InstanceNotFound, else Progressing; no status -> Progressing.
+--
+-- Written for the runtime Argo CD gives a check installed in argocd-cm: gopher-lua (Lua 5.1)
+-- with only the base, table and package libraries (no string, math or os unless
+-- resource.customizations.useOpenLibs is set), so no string.format or ("..."):method() here.
+-- For an object being deleted, Argo CD 3.6+ shows the script's status only together with
+-- hs.deletionMessage (otherwise "Pending deletion; blocked by finalizers: ..."); Argo CD before
+-- 3.6 does not run health checks for objects being deleted at all.
 local hs = {}
 
 local function condition(conditions, type)
@@ -56,6 +63,8 @@ if obj.metadata.deletionTimestamp ~= nil then
     hs.status = "Progressing"
     hs.message = "Releasing: waiting for the controller"
   end
+  -- Never empty: an empty deletionMessage makes Argo CD 3.6+ discard this result.
+  hs.deletionMessage = hs.message
   return hs
 end
 
@@ -68,7 +77,9 @@ end
 if not current then
   hs.status = "Progressing"
   if generation ~= nil then
-    hs.message = "Waiting for the controller to observe generation " .. string.format("%d", generation)
+    -- tostring, not string.format: the string library is not there. Lua numbers from an
+    -- integer print without a fraction in gopher-lua ("3").
+    hs.message = "Waiting for the controller to observe generation " .. tostring(generation)
   else
     hs.message = "Waiting for the controller"
   end
