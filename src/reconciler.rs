@@ -101,6 +101,54 @@ pub struct Context {
     memory: Mutex<HashMap<ObjectRef<EcsInstance>, Memory>>,
     /// The caches of every loop: ownership is decided across all watched namespaces.
     stores: Mutex<Vec<Store<EcsInstance>>>,
+    secrets: SecretCache,
+}
+
+/// Parsed credentials Secrets, so a pass does not GET its Secret every time (1,000 deleting
+/// resources polled every 3 s would be hundreds of GETs a second). Each change the Secrets
+/// watch reports bumps the Secret's epoch; an entry counts only for the epoch it was read in, and
+/// a read that raced with a change is not kept. Secret data lives only here, never logged.
+#[derive(Default)]
+struct SecretCache(Mutex<HashMap<(String, String), SecretEntry>>);
+
+#[derive(Default)]
+struct SecretEntry {
+    epoch: u64,
+    credentials: Option<(u64, Credentials)>,
+}
+
+impl SecretCache {
+    fn changed(&self, namespace: &str, name: &str) {
+        let mut cache = self.0.lock().expect("secret cache lock");
+        let entry = cache
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        entry.epoch += 1;
+        entry.credentials = None;
+    }
+
+    /// The cached credentials, or the epoch a fresh read starts in.
+    fn get(&self, namespace: &str, name: &str) -> Result<Credentials, u64> {
+        let cache = self.0.lock().expect("secret cache lock");
+        match cache.get(&(namespace.to_string(), name.to_string())) {
+            Some(SecretEntry {
+                epoch,
+                credentials: Some((read_in, credentials)),
+            }) if read_in == epoch => Ok(credentials.clone()),
+            Some(entry) => Err(entry.epoch),
+            None => Err(0),
+        }
+    }
+
+    fn put(&self, namespace: &str, name: &str, read_in: u64, credentials: &Credentials) {
+        let mut cache = self.0.lock().expect("secret cache lock");
+        let entry = cache
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        if entry.epoch == read_in {
+            entry.credentials = Some((read_in, credentials.clone()));
+        }
+    }
 }
 
 impl Context {
@@ -128,6 +176,7 @@ impl Context {
             failures: FailureCounts::default(),
             memory: Mutex::new(HashMap::new()),
             stores: Mutex::new(Vec::new()),
+            secrets: SecretCache::default(),
         }
     }
 
@@ -188,9 +237,14 @@ pub async fn run(
         .backoff(watch_backoff())
         .touched_objects();
     let store = reader.clone();
+    let secret_cache = ctx.clone();
     Controller::for_stream(instances, reader)
         .watches_stream(secrets, move |secret| {
-            referencing(&store, secret.namespace().as_deref(), &secret.name_any())
+            let namespace = secret.namespace();
+            secret_cache
+                .secrets
+                .changed(namespace.as_deref().unwrap_or_default(), &secret.name_any());
+            referencing(&store, namespace.as_deref(), &secret.name_any())
         })
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -443,6 +497,10 @@ impl Context {
                 "no spec.credentialsRef and the controller has no ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET".to_string()
             });
         };
+        let epoch = match self.secrets.get(&namespace, &reference.name) {
+            Ok(credentials) => return Ok(credentials),
+            Err(epoch) => epoch,
+        };
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let secret = match secrets.get_opt(&reference.name).await {
             Ok(Some(secret)) => secret,
@@ -455,7 +513,11 @@ impl Context {
             .into_iter()
             .map(|(key, value)| (key, value.0))
             .collect();
-        Credentials::from_secret_data(&data).map_err(|error| error.to_string())
+        let credentials =
+            Credentials::from_secret_data(&data).map_err(|error| error.to_string())?;
+        self.secrets
+            .put(&namespace, &reference.name, epoch, &credentials);
+        Ok(credentials)
     }
 
     async fn perform(
@@ -757,6 +819,39 @@ fn owner_of(stores: &[Store<EcsInstance>], resource: &EcsInstance) -> Option<Str
                 owner.name_any()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_credentials_last_until_their_secret_changes() {
+        let cache = SecretCache::default();
+        let credentials = Credentials::new("AK", "secret", None);
+        let epoch = cache.get("ns", "team").unwrap_err();
+        cache.put("ns", "team", epoch, &credentials);
+        assert!(cache.get("ns", "team").is_ok());
+        cache.changed("ns", "team");
+        let epoch = cache.get("ns", "team").unwrap_err();
+        // A read that started before another change is not kept.
+        cache.changed("ns", "team");
+        cache.put("ns", "team", epoch, &credentials);
+        assert!(cache.get("ns", "team").is_err());
+        assert!(cache.get("other", "team").is_err(), "per namespace");
+    }
+
+    #[test]
+    fn a_gist_ignores_request_ids_and_numbers() {
+        assert_eq!(
+            gist("DeleteInstance failed: ServiceUnavailable: busy (RequestId A1-B2, HTTP 503)"),
+            gist("DeleteInstance failed: ServiceUnavailable: busy (RequestId C3-D4, HTTP 503)")
+        );
+        assert_ne!(
+            gist("DeleteInstance failed: ServiceUnavailable: busy"),
+            gist("DeleteInstance failed: InternalError: oops")
+        );
+    }
 }
 
 fn signed(duration: Duration) -> SignedDuration {

@@ -382,3 +382,54 @@ async fn a_failed_status_write_after_delete_instance_never_releases_twice() {
     );
     assert_eq!(h.calls("DeleteInstance", Some(id)).await.len(), 1);
 }
+
+/// `--require-credentials-ref` and `--own-credentials-namespaces` (shared clusters): the
+/// controller's own keys are never used where they are not allowed; naming a Secret unblocks.
+#[tokio::test]
+async fn shared_clusters_keep_the_controllers_own_keys_out_of_team_namespaces() {
+    for flag in [
+        "--require-credentials-ref".to_string(),
+        "--own-credentials-namespaces=platform".to_string(),
+    ] {
+        let h = Harness::attached(test_namespace("tenancy").await, EcsSim::start().await);
+        let plane = testkit::control_plane();
+        let log = plane.run_dir.join(format!("controller-{}.log", h.ns.name));
+        let namespaces = format!("--namespaces={}", h.ns.name);
+        let (mut controller, _, health) = support::spawn_controller_binary(
+            h.sim.endpoint(),
+            (testkit::sim::ACCESS_KEY_ID, testkit::sim::ACCESS_KEY_SECRET),
+            &[&namespaces, &flag],
+            &log,
+        );
+        support::wait_ready(&health, &log).await;
+        let id = "i-bp1tenancy0001";
+        h.seed(id, json!({ "status": "Stopped" })).await;
+        h.create("web-1", id, json!({})).await;
+        let stalled = h
+            .wait_for_condition("web-1", STALLED, "True", "CredentialsUnavailable")
+            .await;
+        let message = condition_message(&stalled, STALLED);
+        let option = flag.trim_start_matches("--").split('=').next().unwrap();
+        assert!(message.contains(option), "{flag}: {message}");
+        h.delete("web-1").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        still_held(&h, "web-1").await;
+        assert!(
+            h.sim.calls(None).await.is_empty(),
+            "{flag}: no cloud call at all"
+        );
+
+        h.create_credentials_secret(
+            "team",
+            testkit::sim::ACCESS_KEY_ID,
+            testkit::sim::ACCESS_KEY_SECRET,
+        )
+        .await;
+        h.patch_spec("web-1", json!({ "credentialsRef": { "name": "team" } }))
+            .await;
+        h.wait_gone("web-1").await;
+        assert_eq!(successful_deletes(&h, id).await, 1, "{flag}");
+        let _ = controller.kill();
+        let _ = controller.wait();
+    }
+}
