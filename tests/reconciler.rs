@@ -361,15 +361,7 @@ async fn invalid_parameter_stalls_and_not_found_from_delete_means_released() {
 #[tokio::test]
 async fn throttling_and_server_errors_end_in_release() {
     let h = Harness::start("storm").await;
-    let ids: Vec<String> = (0..6).map(|n| format!("i-bp1storm{n:06}")).collect();
-    for (n, id) in ids.iter().enumerate() {
-        h.seed(id, json!({ "status": "Stopped" })).await;
-        h.create(&format!("web-{n}"), id, json!({})).await;
-    }
-    for n in 0..ids.len() {
-        h.wait_for_condition(&format!("web-{n}"), READY, "True", "InstanceObserved")
-            .await;
-    }
+    let ids = h.ready_instances("i-bp1storm", 6, "Stopped").await;
     h.sim
         .set_faults(json!([
             { "throttleQps": 2.0 },

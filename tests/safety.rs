@@ -131,15 +131,7 @@ async fn a_region_without_the_instance_releases_nothing_and_says_so() {
 #[tokio::test]
 async fn a_failing_batched_lookup_never_drops_a_finalizer() {
     let h = Harness::start("batch").await;
-    let ids: Vec<String> = (0..8).map(|n| format!("i-bp1batcherr{n:04}")).collect();
-    for (n, id) in ids.iter().enumerate() {
-        h.seed(id, json!({ "status": "Stopped" })).await;
-        h.create(&format!("web-{n}"), id, json!({})).await;
-    }
-    for n in 0..ids.len() {
-        h.wait_for_condition(&format!("web-{n}"), READY, "True", "InstanceObserved")
-            .await;
-    }
+    let ids = h.ready_instances("i-bp1batcherr", 8, "Stopped").await;
     h.sim
         .set_faults(json!({ "rules": [
             { "action": "DescribeInstances", "errorRate": 1.0, "errorCode": "Forbidden.RAM" }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use ecs_client::{ClientConfig, Credentials, EcsClient};
 use ecs_instance_controller::{
     EcsInstance,
-    conditions::find,
+    conditions::{READY, find},
     pacing::Timings,
     reconciler::{self, Context},
 };
@@ -157,6 +157,21 @@ impl Harness {
             .patch(name, &PatchParams::apply("test"), &Patch::Apply(&body))
             .await
             .expect("apply EcsInstance")
+    }
+
+    /// `count` instances `<prefix><n>` in `status`, each with a resource `web-<n>` that has
+    /// observed it (`Ready`); returns the instance IDs.
+    pub async fn ready_instances(&self, prefix: &str, count: usize, status: &str) -> Vec<String> {
+        let ids: Vec<String> = (0..count).map(|n| format!("{prefix}{n:04}")).collect();
+        for (n, id) in ids.iter().enumerate() {
+            self.seed(id, json!({ "status": status })).await;
+            self.create(&format!("web-{n}"), id, json!({})).await;
+        }
+        for n in 0..count {
+            self.wait_for_condition(&format!("web-{n}"), READY, "True", "InstanceObserved")
+                .await;
+        }
+        ids
     }
 
     pub async fn delete(&self, name: &str) {
