@@ -225,8 +225,10 @@ pub async fn run(
     // Only changes that matter wake the reconciler: the controller's own status writes do not
     // (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
     // annotation do. Deletions of resources clean what this process remembers of them.
+    // The cache keeps no `managedFields`: they are most of an object's size and never read.
     let instances = watcher(instances_api, watcher::Config::default().any_semantic())
         .backoff(watch_backoff())
+        .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |event| watching.on_watch_event(event, &swept))
         .applied_objects()

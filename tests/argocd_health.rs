@@ -228,3 +228,60 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create a temporary directory");
     dir
 }
+
+/// Every reason of the controller's table (`src/reasons.rs`) reads in Argo CD as its kind says:
+/// Ready → Healthy, progress → Progressing, needs a person → Degraded, also while deleting.
+#[test]
+fn every_reason_of_the_table_reads_as_its_kind_says() {
+    use ecs_instance_controller::reasons::{Kind, Reason};
+    let mut objects = Vec::new();
+    let mut expected = Vec::new();
+    for reason in Reason::ALL {
+        let (flags, health) = match reason.kind() {
+            Kind::Ready => ([true, false, false], "Healthy"),
+            Kind::Progress => ([false, true, false], "Progressing"),
+            Kind::Stalled => ([false, false, true], "Degraded"),
+            Kind::Final | Kind::ReleaseState => continue,
+        };
+        for deleting in [false, true] {
+            if deleting && reason.kind() == Kind::Ready {
+                continue;
+            }
+            let conditions: Vec<Value> = ["Ready", "Reconciling", "Stalled"]
+                .iter()
+                .zip(flags)
+                .map(|(type_, on)| {
+                    serde_json::json!({
+                        "type": type_, "status": if on { "True" } else { "False" },
+                        "reason": reason.as_str(), "message": if on { "what happened. what to do" } else { "" },
+                        "observedGeneration": 3, "lastTransitionTime": "2026-01-02T03:04:05Z",
+                    })
+                })
+                .collect();
+            let mut object = serde_json::json!({
+                "apiVersion": "ecs.alicloud.dev/v1alpha1",
+                "kind": "EcsInstance",
+                "metadata": { "name": "web-1", "generation": 3,
+                              "finalizers": ["ecs.alicloud.dev/release-instance"] },
+                "status": { "observedGeneration": 3, "conditions": conditions },
+            });
+            if deleting {
+                object["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z".into();
+            }
+            objects.push(object.to_string());
+            expected.push((reason.as_str(), deleting, health));
+        }
+    }
+    let script = check_dir().join("health.lua");
+    let (results, _) = argolua(
+        &["eval", script.to_str().expect("UTF-8 path")],
+        &objects.join("\n"),
+    );
+    assert_eq!(results.len(), expected.len());
+    for (result, (reason, deleting, health)) in results.iter().zip(expected) {
+        assert_eq!(
+            result["health"]["status"], health,
+            "{reason} (deleting: {deleting}): {result}"
+        );
+    }
+}
