@@ -11,6 +11,9 @@ export KUBE_TESTBIN
 # The real kstatus and Argo CD's Lua health runtime, asked by tests/kstatus.rs and argocd_health.rs.
 GITOPS_CHECK=$(bash scripts/build-gitops-check.sh)
 export GITOPS_CHECK
+# The real promtool, asked by tests/monitoring.rs to check and unit-test deploy/monitoring's rules.
+PROMTOOL=$(bash scripts/build-promtool.sh)
+export PROMTOOL
 venv=$(bash scripts/python-env.sh)
 
 # Build everything before any control plane starts, so compilation does not starve it (2 cores).

@@ -118,6 +118,7 @@ async fn run(args: Args) -> Result<(), String> {
         lead_then_run(&args, client, ctx, shutdown).await
     } else {
         readiness.set_ready();
+        ctx.metrics.set_leading(true);
         run_controllers(&args, ctx, shutdown).await;
         Ok(())
     }
@@ -194,7 +195,9 @@ async fn lead_then_run(
         }
     }
     info!(%identity, "holding the Lease; reconciling");
+    ctx.metrics.set_leading(true);
     let controllers = shutdown.child_token();
+    let ctx_metrics = ctx.metrics.clone();
     let lost = async {
         while leading.changed().await.is_ok() {
             if !*leading.borrow_and_update() {
@@ -205,6 +208,7 @@ async fn lead_then_run(
     let result = tokio::select! {
         _ = run_controllers(args, ctx, controllers.clone()) => Ok(()),
         _ = lost => {
+            ctx_metrics.set_leading(false);
             controllers.cancel();
             Err("lost the Lease; exiting so that only the new leader reconciles".to_string())
         }

@@ -1,8 +1,15 @@
 //! Prometheus metrics (prometheus-client): reconciles and their failures, every ECS API request
 //! by action and code with its latency, throttling, release durations, and the deletions that
-//! are in progress or blocked right now.
+//! are in progress or blocked right now (in total and by the Stalled reason that blocks them).
+//!
+//! `deploy/monitoring/` queries these names and labels (alerts and dashboard); `tests/monitoring.rs`
+//! fails when one of them is missing from a real run's exposition.
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use ecs_client::RequestObserver;
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +24,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::resource::EcsInstance;
+use crate::{
+    reasons::{Kind, Reason},
+    resource::EcsInstance,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -46,14 +56,17 @@ pub struct Metrics {
     release_duration: Histogram,
     deletions_in_progress: Gauge,
     deletions_blocked: Gauge,
+    leader: Gauge,
+    deletions_blocked_by_reason: Family<ReasonLabels, Gauge>,
     deletions: Mutex<Deletions>,
 }
 
-/// Which resources are being deleted, and which of those need a person (`Stalled`).
+/// Which resources are being deleted, and which of those need a person (`Stalled`, with the
+/// reason that stalls them).
 #[derive(Default)]
 struct Deletions {
     in_progress: HashSet<ObjectRef<EcsInstance>>,
-    blocked: HashSet<ObjectRef<EcsInstance>>,
+    blocked: HashMap<ObjectRef<EcsInstance>, String>,
 }
 
 impl Default for Metrics {
@@ -107,7 +120,29 @@ impl Default for Metrics {
             "Resources being deleted whose release needs a person (Stalled)",
             deletions_blocked.clone(),
         );
+        let deletions_blocked_by_reason = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "deletions_blocked_by_reason",
+            "Resources being deleted whose release needs a person (Stalled), by Stalled reason",
+            deletions_blocked_by_reason.clone(),
+        );
+        // Every reason that can block a deletion is exposed from the start, at 0: the series
+        // exist before the first incident, so alerts and dashboards see 0 rather than nothing.
+        for reason in Reason::ALL.iter().filter(|r| r.kind() == Kind::Stalled) {
+            deletions_blocked_by_reason
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str().to_string(),
+                })
+                .set(0);
+        }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (it holds the Lease, or leader election is off)",
+            leader.clone(),
+        );
         Metrics {
+            leader,
             registry,
             reconciles,
             reconcile_failures,
@@ -117,6 +152,7 @@ impl Default for Metrics {
             release_duration,
             deletions_in_progress,
             deletions_blocked,
+            deletions_blocked_by_reason,
             deletions: Mutex::new(Deletions::default()),
         }
     }
@@ -128,6 +164,11 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    /// Whether this replica reconciles now.
+    pub fn set_leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn reconciled(&self) {
@@ -142,24 +183,37 @@ impl Metrics {
             .inc();
     }
 
-    /// Where a resource stands in its deletion after a pass.
+    /// Where a resource stands in its deletion after a pass: `blocked` is the reason of its
+    /// `Stalled=True` condition, if it has one.
     pub fn deletion_state(
         &self,
         object: &ObjectRef<EcsInstance>,
         in_progress: bool,
-        blocked: bool,
+        blocked: Option<&str>,
     ) {
         let mut deletions = self.deletions.lock().expect("deletions lock");
         set_membership(&mut deletions.in_progress, object, in_progress);
-        set_membership(&mut deletions.blocked, object, in_progress && blocked);
+        let was = match blocked.filter(|_| in_progress) {
+            Some(reason) => deletions.blocked.insert(object.clone(), reason.to_string()),
+            None => deletions.blocked.remove(object),
+        };
         self.deletions_in_progress
             .set(deletions.in_progress.len() as i64);
         self.deletions_blocked.set(deletions.blocked.len() as i64);
+        // Recount the reason this resource left and the one it is in now (the others stand).
+        for reason in was.iter().map(String::as_str).chain(blocked) {
+            let count = deletions.blocked.values().filter(|r| *r == reason).count();
+            self.deletions_blocked_by_reason
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_string(),
+                })
+                .set(count as i64);
+        }
     }
 
     /// A resource this process no longer tracks (released, or gone without us).
     pub fn forget(&self, object: &ObjectRef<EcsInstance>) {
-        self.deletion_state(object, false, false);
+        self.deletion_state(object, false, None);
     }
 
     /// The resources counted in the deletion gauges.
@@ -170,7 +224,7 @@ impl Metrics {
 
     pub fn released(&self, object: &ObjectRef<EcsInstance>, after: Duration) {
         self.release_duration.observe(after.as_secs_f64());
-        self.deletion_state(object, false, false);
+        self.deletion_state(object, false, None);
     }
 }
 
@@ -253,8 +307,8 @@ mod tests {
         metrics.on_throttled("DescribeInstances");
         let a = ObjectRef::new("a").within("ns");
         let b = ObjectRef::new("b").within("ns");
-        metrics.deletion_state(&a, true, true);
-        metrics.deletion_state(&b, true, false);
+        metrics.deletion_state(&a, true, Some("DependencyViolationRouteEntry"));
+        metrics.deletion_state(&b, true, None);
         metrics.released(&b, Duration::from_secs(3));
         metrics.reconcile_failed("DependencyViolationRouteEntry");
         let text = metrics.encode();
@@ -270,5 +324,55 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    fn blocked_by(text: &str, reason: &str) -> i64 {
+        let prefix =
+            format!(r#"ecs_instance_controller_deletions_blocked_by_reason{{reason="{reason}"}} "#);
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line[prefix.len()..].parse().expect("a gauge value")
+    }
+
+    #[test]
+    fn blocked_deletions_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        // Every Stalled reason is there from the start, at 0; no other reason is.
+        let text = metrics.encode();
+        for reason in Reason::ALL.iter().filter(|r| r.kind() == Kind::Stalled) {
+            assert_eq!(blocked_by(&text, reason.as_str()), 0, "{reason:?}");
+        }
+        assert!(!text.contains(r#"deletions_blocked_by_reason{reason="WaitingForStopped"}"#));
+
+        let [a, b, c] = ["a", "b", "c"].map(|name| ObjectRef::new(name).within("ns"));
+        metrics.deletion_state(&a, true, Some("DependencyViolationRouteEntry"));
+        metrics.deletion_state(&b, true, Some("DependencyViolationRouteEntry"));
+        metrics.deletion_state(&c, true, Some("ReleaseNotConfirmed"));
+        let text = metrics.encode();
+        assert_eq!(blocked_by(&text, "DependencyViolationRouteEntry"), 2);
+        assert_eq!(blocked_by(&text, "ReleaseNotConfirmed"), 1);
+        assert!(text.contains("ecs_instance_controller_deletions_blocked 3"));
+
+        // A resource moves to another reason, one is no longer blocked, one is forgotten.
+        metrics.deletion_state(&a, true, Some("CredentialsRejected"));
+        metrics.deletion_state(&b, true, None);
+        metrics.forget(&c);
+        let text = metrics.encode();
+        assert_eq!(blocked_by(&text, "DependencyViolationRouteEntry"), 0);
+        assert_eq!(blocked_by(&text, "CredentialsRejected"), 1);
+        assert_eq!(blocked_by(&text, "ReleaseNotConfirmed"), 0);
+        assert!(text.contains("ecs_instance_controller_deletions_blocked 1"));
+        assert!(text.contains("ecs_instance_controller_deletions_in_progress 2"));
+
+        // Stalled while not being deleted does not count; the release clears the rest.
+        metrics.deletion_state(&b, false, Some("InstanceNotFound"));
+        assert_eq!(blocked_by(&metrics.encode(), "InstanceNotFound"), 0);
+        metrics.released(&a, Duration::from_secs(1));
+        let text = metrics.encode();
+        assert_eq!(blocked_by(&text, "CredentialsRejected"), 0);
+        assert!(text.contains("ecs_instance_controller_deletions_blocked 0"));
+        assert!(text.contains("ecs_instance_controller_deletions_in_progress 0"));
     }
 }

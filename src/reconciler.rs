@@ -193,14 +193,72 @@ impl Context {
 }
 
 /// A watch that comes back quickly after an API server outage: one backoff per watch, from
-/// 0.5 s to at most 5 s (kube's default grows to 30 s), reset by the first event that arrives.
+/// 0.5 s to at most 5 s (kube's default grows to 30 s). backon's jitter adds up to the delay
+/// itself, so the delays are 0.5–1 s, 1–2 s, 2–4 s, then 2.5–5 s.
 fn watch_backoff() -> watcher::ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_millis(2500))
         .with_jitter()
         .without_max_times()
         .into()
+}
+
+/// Paces a watch's retries with [`watch_backoff`], the only delay a watch error causes (the
+/// controller adds none: [`NoTriggerBackoff`]). A 410 Gone (the API server no longer has our
+/// resourceVersion, as after its restart) re-lists at once, unless the last one came less than
+/// [`REGONE_WITHIN`] ago (no tight list loop); the backoff starts over once the watch delivers
+/// objects again (not on `Init`, which kube-runtime emits before the list). An error passes
+/// through at once (health, logs); the pause comes before the next poll.
+fn paced<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    use kube::runtime::utils::Backoff;
+    let start = (Box::pin(stream), watch_backoff(), None, None::<Instant>);
+    futures::stream::unfold(
+        start,
+        |(mut stream, mut backoff, pause, mut gone)| async move {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+            let item = stream.next().await?;
+            let pause = match &item {
+                Ok(watcher::Event::Init) => None,
+                Ok(_) => {
+                    backoff.reset();
+                    None
+                }
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    let again = gone.is_some_and(|at| at.elapsed() < REGONE_WITHIN);
+                    gone = Some(Instant::now());
+                    if again { backoff.next() } else { None }
+                }
+                Err(_) => backoff.next(),
+            };
+            Some((item, (stream, backoff, pause, gone)))
+        },
+    )
+}
+
+/// A 410 Gone this soon after the last one is paced like any other error.
+const REGONE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The controller's backoff over the merged watch streams, which kube-runtime adds by default
+/// (0.8 s doubling to 30 s, reset only by an event that passes the filters): on top of each
+/// watch's own it stacked to 54–60 s before the watches resumed after an API server restart.
+/// The watches pace themselves ([`paced`]), so this adds nothing.
+struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
 }
 
 /// Runs the controller for one namespace (or all) until `shutdown` resolves.
@@ -226,8 +284,8 @@ pub async fn run(
     // (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
     // annotation do. Deletions of resources clean what this process remembers of them.
     // The cache keeps no `managedFields`: they are most of an object's size and never read.
-    let instances = watcher(instances_api, watcher::Config::default().any_semantic())
-        .backoff(watch_backoff())
+    let config = watcher::Config::default().any_semantic();
+    let instances = paced(watcher(instances_api, config.clone()))
         .modify(|resource| resource.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |event| watching.on_watch_event(event, &swept))
@@ -235,9 +293,7 @@ pub async fn run(
         .predicate_filter(relevant_change, Default::default());
     // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
     // resources that reference a Secret when it changes or appears.
-    let secrets = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .backoff(watch_backoff())
-        .touched_objects();
+    let secrets = paced(watcher(secrets_api, config)).touched_objects();
     let store = reader.clone();
     let secret_cache = ctx.clone();
     Controller::for_stream(instances, reader)
@@ -249,6 +305,7 @@ pub async fn run(
             referencing(&store, namespace.as_deref(), &secret.name_any())
         })
         .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(NoTriggerBackoff)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -333,8 +390,17 @@ fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) ->
     warn!(%error, resource = %object, "reconcile error");
     ctx.metrics.reconcile_failed("KubernetesApiError");
     let pace = decision::Pace::Backoff(decision::Backoff::Normal);
-    Action::requeue(ctx.failures.delay(&ctx.timings, &object, pace))
+    // Kubernetes API failures come and go with the API server (a restart, a conflict): retry
+    // soon, never after the long backoff cap, which would hold deletions long after an outage.
+    Action::requeue(
+        ctx.failures
+            .delay(&ctx.timings, &object, pace)
+            .min(KUBE_RETRY_CAP),
+    )
 }
+
+/// The longest wait after a failed Kubernetes API call.
+const KUBE_RETRY_CAP: Duration = Duration::from_secs(10);
 
 async fn add_finalizer(api: &Api<EcsInstance>, resource: &EcsInstance) -> Result<(), Error> {
     let operations = if resource.finalizers().is_empty() {
@@ -415,7 +481,8 @@ impl Context {
             Next::Requeue(pace) => {
                 let delay = self.failures.delay(&self.timings, &object, pace);
                 let stalled = conditions::is_true(&decision.status.conditions, conditions::STALLED);
-                self.metrics.deletion_state(&object, deleting, stalled);
+                self.metrics
+                    .deletion_state(&object, deleting, stalled.then_some(reason));
                 if changed && deleting {
                     info!(resource = %object, reason, next_check = ?delay, "deletion in progress");
                 } else {
@@ -611,6 +678,8 @@ impl Context {
                 self.watch_health.failed();
                 warn!(%error, "EcsInstance watch failed; retrying");
             }
+            // kube-runtime emits `Init` before it lists: not yet proof that the watch works.
+            Ok(watcher::Event::Init) => {}
             Ok(event) => {
                 self.watch_health.succeeded();
                 match event {

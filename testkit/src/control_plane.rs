@@ -9,6 +9,12 @@
 //! end of a test binary, a panic in `main`) or calls [`shut_down`]; a binary that must survive
 //! SIGINT/SIGTERM handles them and returns (as `local-control-plane` does). Directories of
 //! processes that died otherwise (SIGKILL) are removed by the next start.
+//!
+//! Outages: [`stop_apiserver`] kills kube-apiserver (as a crash would; etcd keeps running) and
+//! [`start_apiserver`] starts it again with the same arguments, so on the same address and port,
+//! with the same certificates and etcd, and returns once `/readyz` answers `ok`
+//! ([`restart_apiserver`] does both). Tests that stop it must not run next to tests that need it:
+//! put them in a test binary of their own and serialise them.
 
 use std::{
     collections::BTreeMap,
@@ -175,8 +181,15 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
     let started = start_processes(testbin, &run_dir, &mut children);
     match started {
         // Not killed on drop: they run until this process exits (see `shut_down`; PDEATHSIG
-        // ends them when it is killed).
-        Ok(plane) => Ok(plane),
+        // ends them when it is killed). The API server's handle is kept for restarts.
+        Ok((plane, command)) => {
+            let child = children.pop().expect("kube-apiserver was started last");
+            *apiserver() = Some(ApiServer {
+                command,
+                child: Some(child),
+            });
+            Ok(plane)
+        }
         Err(reason) => {
             children.iter_mut().for_each(stop);
             Err(reason)
@@ -185,12 +198,13 @@ fn start_once(testbin: &Path) -> Result<ControlPlane, String> {
 }
 
 /// Starts etcd and kube-apiserver in `run_dir` (pushing each onto `children` as it starts) and
-/// waits until the API server is ready and the CRDs are established.
+/// waits until the API server is ready and the CRDs are established. Returns the plane and how
+/// kube-apiserver was started.
 fn start_processes(
     testbin: &Path,
     run_dir: &Path,
     children: &mut Vec<Child>,
-) -> Result<ControlPlane, String> {
+) -> Result<(ControlPlane, ApiServerCommand), String> {
     let pki = write_pki(run_dir)?;
     let etcd_dir = run_dir.join("etcd");
     fs::DirBuilder::new()
@@ -249,12 +263,13 @@ fn start_processes(
     if let Some(address) = advertise_address()? {
         args.push(format!("--advertise-address={address}"));
     }
-    let apiserver_log = run_dir.join("kube-apiserver.log");
-    children.push(spawn(
-        testbin.join("kube-apiserver"),
-        &args,
-        &apiserver_log,
-    )?);
+    let command = ApiServerCommand {
+        program: testbin.join("kube-apiserver"),
+        args,
+        log: run_dir.join("kube-apiserver.log"),
+    };
+    let apiserver_log = command.log.clone();
+    children.push(spawn(command.program.clone(), &command.args, &command.log)?);
 
     let kubeconfig = run_dir.join("kubeconfig");
     write_file(&kubeconfig, &kubeconfig_yaml(&server, &pki), 0o600)?;
@@ -285,7 +300,124 @@ fn start_processes(
             log_tail(&apiserver_log)
         )
     })?;
-    Ok(plane)
+    Ok((plane, command))
+}
+
+/// How kube-apiserver was started: a restart runs exactly this again.
+struct ApiServerCommand {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// The kube-apiserver of this process's control plane.
+struct ApiServer {
+    command: ApiServerCommand,
+    /// `None` while stopped.
+    child: Option<Child>,
+}
+
+static APISERVER: Mutex<Option<ApiServer>> = Mutex::new(None);
+
+/// Lock order: `APISERVER` before `OWNED`.
+fn apiserver() -> MutexGuard<'static, Option<ApiServer>> {
+    APISERVER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills kube-apiserver at once (SIGKILL, like a crash: open connections and watches break) and
+/// reaps it; etcd and the state directory stay. Starts the control plane first if this test
+/// binary has none yet; does nothing when the API server is stopped already.
+pub fn stop_apiserver() {
+    control_plane();
+    let mut guard = apiserver();
+    let Some(mut child) = guard.as_mut().and_then(|server| server.child.take()) else {
+        return;
+    };
+    let mut owned = owned();
+    // Not in the list: `shut_down` has killed and reaped it already (its PID may be reused).
+    if let Some(index) = owned.pids.iter().position(|&pid| pid == child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        owned.pids.remove(index);
+    }
+}
+
+/// Starts kube-apiserver again after [`stop_apiserver`] with the same arguments (address, port,
+/// certificates, etcd; its output is appended to `kube-apiserver.log`) and waits until `/readyz`
+/// answers `ok`; when it runs already, only waits for that. Returns how long it took. Panics with
+/// the reason and the tail of its log when it is not ready within 60 s.
+pub async fn start_apiserver() -> Duration {
+    let plane = control_plane();
+    let started = Instant::now();
+    let log = {
+        let mut guard = apiserver();
+        let server = guard
+            .as_mut()
+            .expect("the control plane of this process has a kube-apiserver");
+        if server.child.is_none() {
+            let command = &server.command;
+            let child = spawn(command.program.clone(), &command.args, &command.log)
+                .unwrap_or_else(|reason| panic!("restart kube-apiserver: {reason}"));
+            server.child = Some(child);
+        }
+        server.command.log.clone()
+    };
+    let fail = |reason: String| -> ! {
+        panic!(
+            "restarted kube-apiserver: {reason}\n--- {} (tail) ---\n{}",
+            log.display(),
+            log_tail(&log)
+        )
+    };
+    let client = plane.client().await;
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        if let Err(reason) = apiserver_running() {
+            fail(reason);
+        }
+        let ready = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request_text(http_get("/readyz")),
+        )
+        .await
+        .is_ok_and(|answer| answer.is_ok_and(|body| body.trim() == "ok"));
+        if ready {
+            return started.elapsed();
+        }
+        if Instant::now() > deadline {
+            fail("/readyz not ok after 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether kube-apiserver still runs; one that exited is reaped and forgotten (so its PID, which
+/// may be reused, is not signalled at exit) and can be started again.
+fn apiserver_running() -> Result<(), String> {
+    let mut guard = apiserver();
+    let Some(slot) = guard.as_mut().map(|server| &mut server.child) else {
+        return Err("the control plane was never started".into());
+    };
+    let Some(child) = slot.as_mut() else {
+        return Err("stopped while starting".into());
+    };
+    let status = match child.try_wait() {
+        Ok(None) => return Ok(()),
+        Ok(Some(status)) => status,
+        Err(e) => return Err(format!("cannot check its process: {e}")),
+    };
+    let pid = child.id();
+    *slot = None;
+    owned().pids.retain(|&p| p != pid);
+    Err(format!("exited ({status})"))
+}
+
+/// [`stop_apiserver`], `down_for`, then [`start_apiserver`]; returns the start-up time (until
+/// `/readyz` answered `ok`).
+pub async fn restart_apiserver(down_for: Duration) -> Duration {
+    stop_apiserver();
+    tokio::time::sleep(down_for).await;
+    start_apiserver().await
 }
 
 async fn wait_ready_and_install_crds(
@@ -456,8 +588,15 @@ fn remove_stale_run_dirs() {
     }
 }
 
+/// Starts `program` (it ends with this process), its output appended to `log`.
 fn spawn(program: PathBuf, args: &[String], log: &Path) -> Result<Child, String> {
-    let log_file = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    // Appended: a restarted kube-apiserver writes after the output of its earlier run.
+    let log_file = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(log)
+        .map_err(|e| format!("open {}: {e}", log.display()))?;
     let stderr = log_file
         .try_clone()
         .map_err(|e| format!("clone log handle: {e}"))?;
@@ -689,4 +828,63 @@ current-context: testenv
         cert = pki.admin_cert.display(),
         key = pki.admin_key.display(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apiserver_pid() -> Option<u32> {
+        apiserver()
+            .as_ref()
+            .and_then(|server| server.child.as_ref())
+            .map(Child::id)
+    }
+
+    #[tokio::test]
+    async fn the_api_server_restarts_on_the_same_address_with_the_same_etcd() {
+        let plane = control_plane();
+        let client = plane.client().await;
+        create_namespace(&client, "before-restart").await;
+        let log = plane.run_dir.join("kube-apiserver.log");
+        let log_before = fs::metadata(&log).expect("kube-apiserver.log").len();
+        let pid_before = apiserver_pid().expect("running");
+
+        stop_apiserver();
+        assert_eq!(apiserver_pid(), None);
+        assert!(!owned().pids.contains(&pid_before), "forgotten once reaped");
+        assert!(
+            client.request_text(http_get("/readyz")).await.is_err(),
+            "nothing answers while it is stopped"
+        );
+        stop_apiserver(); // already stopped: nothing to do
+
+        start_apiserver().await;
+        let pid_after = apiserver_pid().expect("running again");
+        assert_ne!(pid_after, pid_before);
+        assert!(
+            owned().pids.contains(&pid_after),
+            "ended at exit like the first one"
+        );
+        // The same kubeconfig (address, CA, client certificate) reaches it, and etcd kept the data.
+        let client = plane.client().await;
+        assert_eq!(
+            client
+                .request_text(http_get("/readyz"))
+                .await
+                .expect("ready"),
+            "ok"
+        );
+        let kept = Api::<Namespace>::all(client)
+            .get_opt("before-restart")
+            .await;
+        assert!(kept.expect("get namespace").is_some());
+        assert!(
+            fs::metadata(&log).expect("kube-apiserver.log").len() > log_before,
+            "the new run's output is appended to the log"
+        );
+        // Running already: only waits for /readyz.
+        start_apiserver().await;
+        assert_eq!(apiserver_pid(), Some(pid_after));
+    }
 }

@@ -1,12 +1,15 @@
 //! Test support shared by the workspace's integration tests: a real etcd + kube-apiserver on
-//! loopback (one per test binary) and the ECS simulator as a child process.
+//! loopback (one per test binary, its API server stoppable and restartable for outage tests) and
+//! the ECS simulator as a child process.
 
 pub mod control_plane;
+pub mod gitops;
 pub mod sim;
 pub mod supervisor;
 
 pub use control_plane::{
-    ControlPlane, TestNamespace, control_plane, create_namespace, free_ports, test_namespace,
+    ControlPlane, TestNamespace, control_plane, create_namespace, free_ports, restart_apiserver,
+    start_apiserver, stop_apiserver, test_namespace,
 };
 
 /// A plain HTTP client for talking to local test servers. The workspace builds reqwest with
