@@ -3,12 +3,12 @@
 #   1. create a kind cluster (or reuse one of the same name),
 #   2. build the controller image and the test-only simulator image (Dockerfile targets) and load
 #      them into kind,
-#   3. apply crds/ and deploy/, with the controller's credentials Secret for the simulator's
-#      test account,
-#   4. run the ECS simulator in the controller's pod, as a sidecar listening on the pod's loopback
-#      (the simulator only listens on loopback, and the controller speaks plain HTTP only to a
-#      loopback endpoint), and point the controller at it with ECS_ENDPOINT,
-#   5. port-forward the simulator to this machine and run `cargo test --test e2e` against the
+#   3. apply crds/ and deploy/overlays/e2e (deploy/ plus the image, the simulator sidecar and
+#      ECS_ENDPOINT; the same overlay scripts/node-e2e.sh uses), with the controller's credentials
+#      Secret for the simulator's test account: the simulator runs in the controller's pod, as a
+#      sidecar listening on the pod's loopback (the simulator only listens on loopback, and the
+#      controller speaks plain HTTP only to a loopback endpoint),
+#   4. port-forward the simulator to this machine and run `cargo test --test e2e` against the
 #      cluster.
 #
 # Environment for the tests: KUBECONFIG (the kind cluster), E2E_SIM_URL (the simulator, for its
@@ -67,14 +67,15 @@ else
 fi
 
 echo "==> images"
-docker build -t ecs-instance-controller:dev .
-docker build --target ecs-sim -t ecs-sim:dev .
-kind load docker-image --name "$cluster" ecs-instance-controller:dev ecs-sim:dev
+# The names deploy/overlays/e2e uses (never pulled: imagePullPolicy Never).
+docker build -t localhost/ecs-instance-controller:dev .
+docker build --target ecs-sim -t localhost/ecs-sim:dev .
+kind load docker-image --name "$cluster" localhost/ecs-instance-controller:dev localhost/ecs-sim:dev
 
-echo "==> crds/ and deploy/"
+echo "==> crds/ and deploy/overlays/e2e"
 kubectl apply --server-side -f crds/
 kubectl wait --for=condition=Established --timeout=60s crd/ecsinstances.ecs.alicloud.dev
-kubectl apply -k deploy/
+kubectl apply -f deploy/base/namespace.yaml
 
 # The simulator's default test account (not a secret).
 kubectl -n "$namespace" create secret generic ecs-credentials \
@@ -93,39 +94,8 @@ fi
 kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$seed" \
   --dry-run=client -o yaml | kubectl apply -f -
 
-echo "==> simulator sidecar and ECS_ENDPOINT"
-# A native sidecar (init container that keeps running) starts before the controller. The pod
-# keeps the `restricted` Pod Security Standard of the namespace.
-kubectl -n "$namespace" patch deployment "$deployment" --type strategic --patch '
-spec:
-  template:
-    spec:
-      initContainers:
-        - name: ecs-sim
-          image: ecs-sim:dev
-          imagePullPolicy: IfNotPresent
-          restartPolicy: Always
-          args: ["--listen", "127.0.0.1:9100", "--seed", "/seed/instances.json"]
-          volumeMounts:
-            - name: ecs-sim-seed
-              mountPath: /seed
-              readOnly: true
-          securityContext:
-            runAsNonRoot: true
-            readOnlyRootFilesystem: true
-            allowPrivilegeEscalation: false
-            capabilities:
-              drop: ["ALL"]
-      containers:
-        - name: controller
-          env:
-            - name: ECS_ENDPOINT
-              value: http://127.0.0.1:9100
-      volumes:
-        - name: ecs-sim-seed
-          configMap:
-            name: ecs-sim-seed
-'
+echo "==> the controller with the simulator sidecar (deploy/overlays/e2e)"
+kubectl apply -k deploy/overlays/e2e
 kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
 
 echo "==> port-forward the simulator to 127.0.0.1:$sim_port"

@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# The end-to-end suite through a real Pod: builds a one-node cluster of real parts on this machine
+# (scripts/local-node.sh), installs the controller the way a user does (crds/, then
+# `kubectl apply -k` of deploy/overlays/e2e: deploy/ plus the locally built image and the
+# simulator sidecar), waits for the Deployment to become Available through its readiness probe,
+# and runs `cargo test --test e2e` against it. Then, on the same node: leader election with two
+# replicas (deploy/overlays/e2e-leader-election: only the leader calls ECS; deleting its pod hands
+# over), the namespaced-RBAC overlay (deploy/overlays/e2e-namespaced), and a rolling restart during
+# a mass deletion (deploy/overlays/e2e-shared-sim: every instance released exactly once). Prints
+# the time of each stage; a failing stage prints its name and the controller's state.
+#
+# Needs root. Extra arguments go to the e2e test binary (after --test-threads=1).
+# Knobs: E2E_SEED_FILE (simulator seed), E2E_SIM_LOCAL_PORT (default 19100),
+# NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0 (skip a stage),
+# NODE_E2E_MASS_COUNT (200), and those of scripts/local-node.sh.
+# Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+namespace=ecs-system
+deployment=ecs-instance-controller
+overlay=${E2E_OVERLAY:-deploy/overlays/e2e}
+
+t_start=${NODE_E2E_T0:-$(date +%s)}
+stage_t=$(date +%s)
+stage_name=
+stage() { # ends the running stage (prints its duration) and starts the next
+  local now; now=$(date +%s)
+  [ -n "$stage_name" ] && echo "==> node-e2e: $stage_name: $((now - stage_t))s" >&2
+  stage_name=$*
+  stage_t=$now
+  [ -n "$stage_name" ] && echo "==> node-e2e [at $((now - t_start))s] $stage_name" >&2
+  return 0
+}
+
+if [ "${1:-}" != --inside ]; then
+  trap 'status=$?; [ "$status" -eq 0 ] || echo "==> node-e2e: FAILED in stage: $stage_name" >&2' EXIT
+  stage "Debian packages (scripts/install-node-deps.sh)"
+  scripts/install-node-deps.sh
+  stage "Kubernetes binaries (scripts/build-node-bins.sh)"
+  scripts/build-node-bins.sh >/dev/null
+  stage "release binaries (cargo build --release)"
+  cargo build --release --locked -p ecs-instance-controller -p ecs-sim \
+    --bin ecs-instance-controller --bin ecs-sim
+  stage "e2e test binary (cargo test --no-run)"
+  cargo test --locked --test e2e --no-run
+  stage "images (scripts/build-images.sh)"
+  scripts/build-images.sh "$root/target/images" >/dev/null
+  stage
+  echo "==> node-e2e [at $(($(date +%s) - t_start))s] local node (scripts/local-node.sh)" >&2
+  export NODE_E2E_T0=$t_start
+  exec scripts/local-node.sh "$0" --inside "$@"
+fi
+shift
+
+# --- inside: the node runs; KUBECONFIG, CONTAINERD_ADDRESS, PATH (kubectl) are set ---------------
+work=$LOCAL_NODE_DIR/e2e
+rm -rf "$work"; mkdir -p "$work"
+port_forward_pid=
+host_forward_pid=
+host_sim_pid=
+dump_state() {
+  echo "--- node-e2e failed; controller state ---" >&2
+  kubectl -n "$namespace" get deployment,replicaset,pods -o wide >&2 || true
+  kubectl -n "$namespace" describe pods >&2 || true
+  kubectl -n "$namespace" get events --sort-by=.lastTimestamp >&2 || true
+  kubectl -n "$namespace" logs "deployment/$deployment" --all-containers --tail=200 >&2 || true
+  echo "--- kubelet log (last lines) ---" >&2
+  tail -n 40 "$LOCAL_NODE_DIR/logs/kubelet.log" >&2 || true
+}
+finish() {
+  local status=$?
+  [ -n "$port_forward_pid" ] && kill "$port_forward_pid" 2>/dev/null || true
+  [ -n "$host_forward_pid" ] && kill "$host_forward_pid" 2>/dev/null || true
+  [ -n "$host_sim_pid" ] && kill "$host_sim_pid" 2>/dev/null || true
+  if [ "$status" -ne 0 ]; then
+    echo "==> node-e2e: FAILED in stage: $stage_name" >&2
+    dump_state
+  fi
+  exit "$status"
+}
+trap finish EXIT
+
+stage "import images into containerd"
+for image in ecs-instance-controller ecs-sim ecs-e2e-forward; do
+  [ -f "$root/target/images/$image.oci.tar" ] || continue
+  ctr -n k8s.io images import "$root/target/images/$image.oci.tar" >&2
+done
+
+stage "install: crds/ and $overlay"
+kubectl apply --server-side -f crds/
+kubectl wait --for=condition=Established --timeout=60s crd/ecsinstances.ecs.alicloud.dev
+kubectl apply -f deploy/base/namespace.yaml
+# The simulator's default test account (not a secret) and its seed.
+kubectl -n "$namespace" create secret generic ecs-credentials \
+  --from-literal=accessKeyId=testid --from-literal=accessKeySecret=testsecret \
+  --dry-run=client -o yaml | kubectl apply -f -
+seed=${E2E_SEED_FILE:-$work/seed.json}
+if [ -z "${E2E_SEED_FILE:-}" ]; then
+  cat >"$seed" <<'JSON'
+[
+  {"instanceId": "i-e2eseedrunning01", "regionId": "cn-hangzhou", "status": "Running"},
+  {"instanceId": "i-e2eseedstopped01", "regionId": "cn-hangzhou", "status": "Stopped"}
+]
+JSON
+fi
+kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$seed" \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl apply -k "$overlay"
+
+stage "Deployment Available (readiness probe, restricted Pod Security, read-only root)"
+kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+kubectl -n "$namespace" wait "deployment/$deployment" --for=condition=Available --timeout=60s
+kubectl -n "$namespace" get pods -o wide
+
+sim_port=${E2E_SIM_LOCAL_PORT:-19100}
+stage "port-forward the simulator to 127.0.0.1:$sim_port"
+kubectl -n "$namespace" port-forward "deployment/$deployment" "$sim_port:9100" >"$work/port-forward.log" 2>&1 &
+port_forward_pid=$!
+for _ in $(seq 60); do
+  curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null 2>&1 && break
+  if ! kill -0 "$port_forward_pid" 2>/dev/null; then
+    cat "$work/port-forward.log" >&2
+    echo "node-e2e: kubectl port-forward exited" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null
+
+stage "cargo test --test e2e (through the Pod)"
+E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
+  cargo test --locked --test e2e -- --test-threads=1 "$@"
+kill "$port_forward_pid" 2>/dev/null || true
+wait "$port_forward_pid" 2>/dev/null || true
+port_forward_pid=
+
+# Helpers of the leader-election and namespaced stages.
+lease_holder() {
+  kubectl -n "$namespace" get lease ecs-instance-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null
+}
+running_pods() {
+  kubectl -n "$namespace" get pods -l app.kubernetes.io/name=ecs-instance-controller \
+    -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 1 { print $1 }'
+}
+# calls POD ACTION: how many ACTION calls POD's simulator has logged.
+calls() {
+  local pf_log=$work/pf-$1.log pf n=
+  kubectl -n "$namespace" port-forward "pod/$1" 19101:9100 >"$pf_log" 2>&1 &
+  pf=$!
+  for _ in $(seq 40); do
+    n=$(curl -fsS "http://127.0.0.1:19101/_sim/calls?action=$2" 2>/dev/null |
+      python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null) && break
+    sleep 0.25
+  done
+  kill "$pf" 2>/dev/null || true
+  wait "$pf" 2>/dev/null || true
+  [ -n "$n" ] || { cat "$pf_log" >&2; echo "node-e2e: no call log from $1's simulator" >&2; return 1; }
+  echo "$n"
+}
+wait_leader_among() { # pods...: waits until the Lease names one of them, prints it
+  local deadline=$((SECONDS + 60)) holder
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    holder=$(lease_holder)
+    for p in "$@"; do [ "$holder" = "$p" ] && { echo "$p"; return 0; }; done
+    sleep 0.5
+  done
+  echo "node-e2e: the Lease names '$holder', none of: $*" >&2
+  return 1
+}
+
+
+if [ "${NODE_E2E_LEADER_ELECTION:-1}" = 1 ]; then
+  stage "leader election: deploy/overlays/e2e-leader-election (two replicas, one Lease)"
+  # Each replica has its own simulator sidecar, so each simulator's call log is what its replica
+  # sent to ECS.
+  le_ns=e2e-leader-election
+  kubectl apply -k deploy/overlays/e2e-leader-election
+  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  for _ in $(seq 60); do [ "$(running_pods | wc -l)" = 2 ] && break; sleep 1; done
+  mapfile -t pods < <(running_pods)
+  [ "${#pods[@]}" = 2 ] || { echo "node-e2e: expected 2 running replicas, have: ${pods[*]}" >&2; exit 1; }
+  leader=$(wait_leader_among "${pods[@]}")
+  follower=${pods[0]}; [ "$follower" = "$leader" ] && follower=${pods[1]}
+  echo "node-e2e: leader $leader, follower $follower" >&2
+
+  # A Stopped instance (seeded in every simulator) under an EcsInstance: the leader observes it.
+  kubectl create namespace "$le_ns" --dry-run=client -o yaml | kubectl apply -f -
+  kubectl -n "$le_ns" apply -f - <<'YAML'
+apiVersion: ecs.alicloud.dev/v1alpha1
+kind: EcsInstance
+metadata:
+  name: handover
+spec:
+  instanceId: i-e2eseedstopped01
+  regionId: cn-hangzhou
+YAML
+  kubectl -n "$le_ns" wait ecsinstance/handover --for=condition=Ready --timeout=60s
+  sleep 5 # a few resyncs (RESYNC_PERIOD=2s)
+  leader_calls=$(calls "$leader" DescribeInstances)
+  follower_calls=$(calls "$follower" DescribeInstances)
+  echo "node-e2e: DescribeInstances calls: leader $leader_calls, follower $follower_calls" >&2
+  [ "$leader_calls" -gt 0 ] && [ "$follower_calls" = 0 ] ||
+    { echo "node-e2e: FAILED: only the leader may call ECS" >&2; exit 1; }
+
+  # Handover: delete the leader's pod; another replica (the follower, or the pod that replaces
+  # the deleted one, whichever asks first) takes the Lease.
+  t_delete=$(date +%s.%N)
+  kubectl -n "$namespace" delete pod "$leader" --wait=false
+  new_leader=
+  for _ in $(seq 120); do
+    holder=$(lease_holder)
+    if [ -n "$holder" ] && [ "$holder" != "$leader" ] && running_pods | grep -qx "$holder"; then
+      new_leader=$holder
+      break
+    fi
+    sleep 0.5
+  done
+  t_lead=$(date +%s.%N)
+  [ -n "$new_leader" ] || { echo "node-e2e: FAILED: no other replica took the Lease in 60s" >&2; exit 1; }
+  handover=$(python3 -c "print(f'{$t_lead - $t_delete:.1f}')")
+  echo "node-e2e: $new_leader holds the Lease ${handover}s after the leader's pod was deleted" >&2
+  # The new leader releases the instance when its EcsInstance is deleted.
+  kubectl -n "$le_ns" delete ecsinstance handover --wait=false
+  kubectl -n "$le_ns" wait ecsinstance/handover --for=delete --timeout=90s
+  deletes=$(calls "$new_leader" DeleteInstance)
+  echo "node-e2e: DeleteInstance calls by the new leader: $deletes" >&2
+  [ "$deletes" = 1 ] || { echo "node-e2e: FAILED: expected exactly one DeleteInstance" >&2; exit 1; }
+  kubectl delete namespace "$le_ns" --wait=false
+fi
+
+if [ "${NODE_E2E_NAMESPACED:-1}" = 1 ]; then
+  stage "namespaced RBAC: deploy/overlays/e2e-namespaced (team-a, team-b; no cluster-wide rights)"
+  for ns in team-a team-b e2e-unwatched; do
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+  done
+  # As a user switching from deploy/ to the namespaced overlay: `apply` does not prune the
+  # cluster-wide binding.
+  kubectl delete clusterrolebinding ecs-instance-controller --ignore-not-found
+  kubectl apply -k deploy/overlays/e2e-namespaced
+  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  sa=system:serviceaccount:$namespace:ecs-instance-controller
+  can() { kubectl auth can-i "$@" --as "$sa" >/dev/null 2>&1; }
+  can list secrets -n team-a && can watch ecsinstances.ecs.alicloud.dev -n team-b &&
+    ! can list secrets --all-namespaces && ! can get secrets -n e2e-unwatched &&
+    ! can list ecsinstances.ecs.alicloud.dev --all-namespaces ||
+    { echo "node-e2e: FAILED: the namespaced overlay's rights are not what they should be" >&2; exit 1; }
+  echo "node-e2e: the ServiceAccount reads Secrets in team-a/team-b only" >&2
+  for target in team-a:i-e2eseedstopped01 e2e-unwatched:i-e2eseedrunning01; do
+    kubectl -n "${target%%:*}" apply -f - <<YAML
+apiVersion: ecs.alicloud.dev/v1alpha1
+kind: EcsInstance
+metadata:
+  name: scoped
+spec:
+  instanceId: ${target#*:}
+  regionId: cn-hangzhou
+YAML
+  done
+  kubectl -n team-a wait ecsinstance/scoped --for=condition=Ready --timeout=60s
+  kubectl -n team-a delete ecsinstance scoped --wait=false
+  kubectl -n team-a wait ecsinstance/scoped --for=delete --timeout=60s
+  sleep 3
+  unwatched=$(kubectl -n e2e-unwatched get ecsinstance scoped -o jsonpath='{.metadata.finalizers}{.status}')
+  [ -z "$unwatched" ] ||
+    { echo "node-e2e: FAILED: the controller touched a resource outside its namespaces: $unwatched" >&2; exit 1; }
+  pod=$(running_pods | head -n 1)
+  deletes=$(calls "$pod" DeleteInstance)
+  [ "$deletes" = 1 ] || { echo "node-e2e: FAILED: expected one DeleteInstance, saw $deletes" >&2; exit 1; }
+  echo "node-e2e: released team-a's instance (1 DeleteInstance), left e2e-unwatched's alone" >&2
+  kubectl -n e2e-unwatched delete ecsinstance scoped --wait=false
+fi
+if [ "${NODE_E2E_MASS_RESTART:-1}" = 1 ] && [ -f "$root/target/images/ecs-e2e-forward.oci.tar" ]; then
+  n=${NODE_E2E_MASS_COUNT:-200}
+  stage "rolling restart during a mass deletion: $n instances, deploy/overlays/e2e-shared-sim"
+  node_ip=$(kubectl get node "$LOCAL_NODE_NAME" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+  [ "$node_ip" = 10.244.0.1 ] ||
+    { echo "node-e2e: FAILED: deploy/overlays/e2e-shared-sim expects the node at 10.244.0.1, not $node_ip" >&2; exit 1; }
+  # One simulator on the node's loopback for both replicas, reachable from the pods at
+  # 10.244.0.1:9101 (the node's own address) through socat.
+  "$root/target/release/ecs-sim" --listen 127.0.0.1:19200 --transition-ms 200 --release-linger-ms 500 \
+    >"$work/host-sim.log" 2>&1 &
+  host_sim_pid=$!
+  socat TCP-LISTEN:9101,bind=10.244.0.1,fork,reuseaddr TCP:127.0.0.1:19200 >"$work/host-forward.log" 2>&1 &
+  host_forward_pid=$!
+  sim=http://127.0.0.1:19200
+  for _ in $(seq 40); do curl -fsS "$sim/_sim/health" >/dev/null 2>&1 && break; sleep 0.25; done
+  python3 - "$n" >"$work/mass-seed.json" <<'PY2'
+import json, sys
+print(json.dumps([{"instanceId": f"i-e2emass{i:04d}", "regionId": "cn-hangzhou", "status": "Stopped"}
+                  for i in range(int(sys.argv[1]))]))
+PY2
+  curl -fsS -X POST -H 'content-type: application/json' --data @"$work/mass-seed.json" "$sim/_sim/instances" >/dev/null
+
+  kubectl apply -k deploy/overlays/e2e-shared-sim
+  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  mass_ns=e2e-mass
+  kubectl create namespace "$mass_ns" --dry-run=client -o yaml | kubectl apply -f -
+  for i in $(seq 0 $((n - 1))); do
+    id=$(printf 'i-e2emass%04d' "$i")
+    printf -- '---\napiVersion: ecs.alicloud.dev/v1alpha1\nkind: EcsInstance\nmetadata:\n  name: m%04d\nspec:\n  instanceId: %s\n  regionId: cn-hangzhou\n' "$i" "$id"
+  done | kubectl -n "$mass_ns" apply -f - >/dev/null
+  kubectl -n "$mass_ns" wait ecsinstance --all --for=condition=Ready --timeout=120s >/dev/null
+  echo "node-e2e: $n EcsInstances Ready; deleting them all and restarting the controller at once" >&2
+  t_mass=$(date +%s)
+  holder_before=$(lease_holder)
+  transitions_before=$(kubectl -n "$namespace" get lease ecs-instance-controller -o jsonpath='{.spec.leaseTransitions}')
+  kubectl -n "$mass_ns" delete ecsinstance --all --wait=false >/dev/null
+  kubectl -n "$namespace" rollout restart "deployment/$deployment"
+  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  kubectl -n "$mass_ns" wait ecsinstance --all --for=delete --timeout=180s >/dev/null 2>&1 || true
+  left=$(kubectl -n "$mass_ns" get ecsinstance -o name | wc -l)
+  [ "$left" = 0 ] || { echo "node-e2e: FAILED: $left EcsInstances left" >&2; kubectl -n "$mass_ns" get ecsi >&2; exit 1; }
+  echo "node-e2e: all $n released $(( $(date +%s) - t_mass ))s after the deletion (rolling restart included)" >&2
+  curl -fsS "$sim/_sim/calls?action=DeleteInstance" >"$work/mass-deletes.json"
+  kubectl -n "$namespace" get lease ecs-instance-controller -o json >"$work/lease.json"
+  python3 - "$n" "$work/mass-deletes.json" "$work/lease.json" "$holder_before" "${transitions_before:-0}" <<'PY2'
+import collections, datetime, json, sys
+n = int(sys.argv[1])
+lease = json.load(open(sys.argv[3]))["spec"]
+holder_before, transitions_before = sys.argv[4], int(sys.argv[5] or 0)
+def ts(s):
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+acquired = ts(lease["acquireTime"])
+accepted = [c for c in json.load(open(sys.argv[2]))
+            if c["params"].get("InstanceId", "").startswith("i-e2emass") and c.get("httpStatus") == 200]
+before = sum(1 for c in accepted if ts(c["at"]) < acquired)
+print(f"node-e2e: Lease {holder_before} -> {lease['holderIdentity']} "
+      f"({lease.get('leaseTransitions', 0) - transitions_before} transitions during the run); "
+      f"accepted DeleteInstance before the last handover: {before}, after: {len(accepted) - before}",
+      file=sys.stderr)
+calls = [c for c in json.load(open(sys.argv[2])) if c["params"].get("InstanceId", "").startswith("i-e2emass")]
+ok = collections.Counter(c["params"]["InstanceId"] for c in calls if c.get("httpStatus") == 200)
+other = collections.Counter(f'{c.get("httpStatus")} {c.get("code")}' for c in calls if c.get("httpStatus") != 200)
+print(f"node-e2e: DeleteInstance calls: {len(calls)}, accepted: {sum(ok.values())} for {len(ok)} instances; others: {dict(other)}", file=sys.stderr)
+twice = {k: v for k, v in ok.items() if v > 1}
+if len(ok) != n or twice:
+    sys.exit(f"node-e2e: FAILED: expected exactly one accepted DeleteInstance for each of {n} instances; twice: {twice}")
+PY2
+  kubectl delete namespace "$mass_ns" --wait=false
+fi
+
+stage
+echo "==> node-e2e: all stages passed in $(($(date +%s) - t_start))s" >&2
