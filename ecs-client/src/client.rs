@@ -16,7 +16,7 @@ use crate::model::{
     DeleteInstance, DescribeInstancesResponse, Instance, Params, RequestId, StopInstance,
     TagInstance, UntagInstance, parse_request_id,
 };
-use crate::ratelimit::{RateLimitConfig, RateLimiter};
+use crate::ratelimit::{QuotaScope, RateLimitConfig, RateLimiter};
 use crate::retry::{Idempotency, RetryConfig};
 use crate::sanitize::clean_text;
 use crate::signing::SigningMethod;
@@ -250,16 +250,17 @@ impl EcsClient {
             region: region.to_owned(),
             creds: creds.clone(),
         };
+        let scope = quota_scope(&key.endpoint, region, creds);
         let (client, region, creds) = (self.clone(), region.to_owned(), creds.clone());
         let fetch = Box::new(move |ids: Vec<String>| {
             async move { client.describe_instances(&region, &creds, &ids).await }.boxed()
         });
-        let (limited, endpoint) = (self.clone(), key.endpoint.clone());
+        let limited = self.clone();
         let ready = async move {
             limited
                 .inner
                 .limiter
-                .wait_for_turn(&endpoint, "DescribeInstances")
+                .wait_for_turn(&scope, "DescribeInstances")
                 .await
         }
         .boxed();
@@ -354,11 +355,14 @@ impl EcsClient {
     ) -> Result<Answer, EcsError> {
         let inner = &self.inner;
         let endpoint = inner.transport.endpoint(action, region)?;
+        // Every attempt, retries included, waits for its turn in this scope's bucket, and a
+        // throttled answer slows every caller of the scope at once (see `ratelimit`).
+        let scope = quota_scope(&endpoint.base, region, creds);
         let mut failed = 0;
         // The call's budget: one attempt deadline from its first attempt, retries included.
         let mut budget_end: Option<Instant> = None;
         loop {
-            inner.limiter.acquire(&endpoint.base, action).await;
+            inner.limiter.acquire(&scope, action).await;
             let started = Instant::now();
             let end = *budget_end.get_or_insert(started + inner.attempt_deadline);
             let deadline = end.saturating_duration_since(started);
@@ -369,7 +373,7 @@ impl EcsClient {
             let latency = started.elapsed();
             let err = match result {
                 Ok(answer) => {
-                    inner.limiter.on_success(&endpoint.base, action);
+                    inner.limiter.on_success(&scope, action);
                     if let Some(o) = &inner.observer {
                         o.on_request(action, None, latency);
                     }
@@ -381,13 +385,13 @@ impl EcsClient {
                 o.on_request(action, Some(err.outcome_label()), latency);
             }
             if err.class() == ErrorClass::Throttled {
-                inner.limiter.on_throttled(&endpoint.base, action);
+                inner.limiter.on_throttled(&scope, action);
                 if let Some(o) = &inner.observer {
                     o.on_throttled(action);
                 }
             } else if err.kind() == ErrorKind::Api {
                 // The API answered without throttling: the quota is fine.
-                inner.limiter.on_success(&endpoint.base, action);
+                inner.limiter.on_success(&scope, action);
             }
             failed += 1;
             if failed >= inner.retry.max_attempts || !idempotency.may_retry(&err) {
@@ -403,6 +407,16 @@ impl EcsClient {
             tracing::debug!(action, attempt = failed, ?delay, error = %err, "retrying ECS call");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// The quota a call counts against: ECS throttles per account, region and API (the action is
+/// the limiter's second key).
+fn quota_scope(endpoint: &str, region: &str, creds: &Credentials) -> QuotaScope {
+    QuotaScope {
+        endpoint: endpoint.to_owned(),
+        region: region.to_owned(),
+        access_key_id: creds.access_key_id().to_owned(),
     }
 }
 
