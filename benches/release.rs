@@ -65,6 +65,7 @@ fn bench_timings() -> Timings {
         slow_base: Duration::from_secs(5),
         backoff_cap: Duration::from_secs(30),
         stop_grace: Duration::from_secs(10),
+        release_resend: Duration::from_secs(10),
         release_timeout: Duration::from_secs(120),
     }
 }

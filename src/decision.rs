@@ -107,6 +107,9 @@ pub struct Input<'a> {
     pub observed_at_refresh: SignedDuration,
     /// An accepted release whose instance is still listed after this long needs a person.
     pub release_timeout: SignedDuration,
+    /// A `DeleteInstance` whose answer was lost (the process died after sending it) is sent
+    /// again only after this long, so a release in progress can show first.
+    pub resend_after: SignedDuration,
 }
 
 /// How soon to look again.
@@ -174,6 +177,20 @@ pub enum Plan {
     Call(CloudCall),
     /// Nothing to call.
     Done(Decision),
+}
+
+/// The status to write just before sending `DeleteInstance`: the intent (`release.requestedAt`
+/// without a RequestId), so that a process that dies before recording the answer leaves a
+/// trace, and its successor neither sends a second `DeleteInstance` at once nor reports the
+/// release as "nothing to release".
+pub fn with_release_intent(resource: &EcsInstance, now: Timestamp) -> EcsInstanceStatus {
+    let mut status = resource.status.clone().unwrap_or_default();
+    status.release = Some(ReleaseRecord {
+        request_id: None,
+        requested_at: Some(Time(now)),
+        confirmed_at: None,
+    });
+    status
 }
 
 pub fn is_deleting(resource: &EcsInstance) -> bool {
@@ -257,6 +274,17 @@ pub fn plan(input: &Input) -> Plan {
         Some(_) if !is_deleting(input.resource) => Plan::Done(draft.ready(instance, None)),
         Some(_) => match release_step(input, instance) {
             Step::Wait { reason, what, pace } => Plan::Done(draft.progress(reason, &what, pace)),
+            Step::Call(CloudCall::Delete(_))
+                if draft
+                    .release_intent()
+                    .is_some_and(|at| input.now.duration_since(at) < input.resend_after) =>
+            {
+                let what = format!(
+                    "DeleteInstance for instance {} was sent, but its answer was not recorded (the controller restarted); waiting for the release to show before asking again",
+                    instance.instance_id
+                );
+                Plan::Done(draft.progress(Reason::WaitingForRelease, &what, Pace::Transition))
+            }
             Step::Call(call) => Plan::Call(call),
         },
     }
@@ -460,6 +488,30 @@ impl<'a> Draft<'a> {
         self.status.release.as_ref()?.request_id.clone()
     }
 
+    /// When a `DeleteInstance` whose answer is not recorded was sent.
+    fn release_intent(&self) -> Option<Timestamp> {
+        let release = self.status.release.as_ref()?;
+        match (&release.request_id, &release.requested_at) {
+            (None, Some(at)) => Some(at.0),
+            _ => None,
+        }
+    }
+
+    /// What to say of an instance gone after our own `DeleteInstance`, if one was sent.
+    fn own_release(&self) -> Option<String> {
+        let id = &self.resource.spec.instance_id;
+        if let Some(request_id) = self.release_request_id() {
+            return Some(format!(
+                "Instance {id} was released (DeleteInstance RequestId {request_id})"
+            ));
+        }
+        self.release_intent().map(|at| {
+            format!(
+                "Instance {id} was released (DeleteInstance sent at {at}; its answer, with the RequestId, was lost when the controller restarted)"
+            )
+        })
+    }
+
     fn set(&mut self, type_: &str, value: bool, reason: &str, message: &str) {
         conditions::set(
             &mut self.status.conditions,
@@ -608,10 +660,9 @@ impl<'a> Draft<'a> {
         }
         self.status.last_error = None;
         if self.deleting
-            && let Some(request_id) = self.release_request_id()
+            && self.release_request_id().is_some()
+            && let Some(what) = self.own_release()
         {
-            let what =
-                format!("Instance {id} was released (DeleteInstance RequestId {request_id})");
             return self.confirm_release(Reason::Released, &what);
         }
         let seen_by_others = match &previous {
@@ -639,6 +690,10 @@ impl<'a> Draft<'a> {
             return self.settle(Reason::InstanceNoLongerVisible, &what, OBSERVE);
         }
         match (self.deleting, previous.is_some()) {
+            (true, true) if self.release_intent().is_some() => {
+                let what = self.own_release().unwrap_or_default();
+                self.confirm_release(Reason::Released, &what)
+            }
             (true, true) => {
                 let what = format!(
                     "Instance {id} is no longer listed for AccessKeyId {key} in region {region}, which listed it before: it no longer exists; nothing to release"
@@ -770,11 +825,8 @@ impl<'a> Draft<'a> {
         let own_release_call = matches!(call, Some(CloudCall::Stop(_) | CloudCall::Delete(_)));
         if error.class() == ErrorClass::NotFound && own_release_call && self.deleting {
             let id = &self.resource.spec.instance_id;
-            let (reason, what) = match self.release_request_id() {
-                Some(request_id) => (
-                    Reason::Released,
-                    format!("Instance {id} was released (DeleteInstance RequestId {request_id})"),
-                ),
+            let (reason, what) = match self.own_release() {
+                Some(what) => (Reason::Released, what),
                 None => (
                     Reason::NotFound,
                     format!(

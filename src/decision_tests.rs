@@ -118,6 +118,7 @@ impl<'a> Pass<'a> {
             now: self.now,
             observed_at_refresh: SignedDuration::from_mins(5),
             release_timeout: SignedDuration::from_mins(10),
+            resend_after: SignedDuration::from_mins(1),
         }
     }
 
@@ -928,4 +929,36 @@ fn a_release_still_listed_long_after_it_was_accepted_needs_a_person() {
     assert_not_ready(&d, true, "ReleaseNotConfirmed");
     assert_condition(&d, RELEASED, "True", "ReleaseRequested");
     assert!(condition(&d, STALLED).2.contains("DEL-1"));
+}
+
+/// A restart between sending DeleteInstance and recording its answer: the intent in the status
+/// keeps the successor from asking again at once, and the end says "released", not "nothing".
+#[test]
+fn a_release_whose_answer_was_lost_is_not_resent_at_once_and_ends_as_released() {
+    let r = observed_then_deleted(OnDelete::default());
+    let mut intent = r.clone();
+    intent.status = Some(with_release_intent(&r, now()));
+    let d = Pass::new(&intent, owned(InstanceStatus::Stopped)).done();
+    assert_not_ready(&d, false, "WaitingForRelease");
+    assert!(condition(&d, RECONCILING).2.contains("not recorded"));
+
+    let mut later = Pass::new(&intent, owned(InstanceStatus::Stopped));
+    later.now = now() + SignedDuration::from_mins(2);
+    assert!(
+        matches!(later.call(), CloudCall::Delete(_)),
+        "asked again once the release had time to show"
+    );
+    let error = api_error("DeleteInstance", 404, "InvalidInstanceId.NotFound", "gone");
+    let d = later.with_result(Err(error));
+    assert_condition(&d, RELEASED, "True", "Released");
+    assert!(d.events[0].note.contains("was released"));
+
+    let d = Pass::new(&intent, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "True", "Released");
+    assert!(
+        !d.events[0].note.contains("nothing to release"),
+        "{}",
+        d.events[0].note
+    );
 }

@@ -36,6 +36,9 @@ pub struct Timings {
     pub backoff_cap: Duration,
     /// A `StopInstance` is not repeated within this while (the instance may still show Running).
     pub stop_grace: Duration,
+    /// A `DeleteInstance` whose answer a restart lost is sent again only after this while, so a
+    /// release that was accepted can show first (a release takes seconds to disappear).
+    pub release_resend: Duration,
     /// An accepted release whose instance is still listed after this long is reported Stalled.
     pub release_timeout: Duration,
 }
@@ -53,6 +56,7 @@ impl Default for Timings {
             slow_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(600),
             stop_grace: Duration::from_secs(60),
+            release_resend: Duration::from_secs(15),
             release_timeout: Duration::from_secs(600),
         }
     }

@@ -456,7 +456,7 @@ impl Context {
         let object = ObjectRef::from_obj(resource);
         let decision = match owner_of(stores, resource) {
             Some(owner) => decision::duplicate(resource, &owner, Timestamp::now()),
-            None => self.decide(resource, &object).await,
+            None => self.decide(api, resource, &object).await?,
         };
         let changed = self.write_status(api, resource, &decision.status).await?;
         self.publish(resource, &decision.events).await;
@@ -494,7 +494,12 @@ impl Context {
     }
 
     /// Observe, plan, make the one call the plan asks for, conclude.
-    async fn decide(&self, resource: &EcsInstance, object: &ObjectRef<EcsInstance>) -> Decision {
+    async fn decide(
+        &self,
+        api: &Api<EcsInstance>,
+        resource: &EcsInstance,
+        object: &ObjectRef<EcsInstance>,
+    ) -> Result<Decision, Error> {
         let source = match &resource.spec.credentials_ref {
             Some(reference) => CredentialsSource::Secret(format!(
                 "{}/{}",
@@ -530,18 +535,24 @@ impl Context {
             now: Timestamp::now(),
             observed_at_refresh: signed(self.timings.steady),
             release_timeout: signed(self.timings.release_timeout),
+            resend_after: signed(self.timings.release_resend),
         };
         let call = match decision::plan(&input) {
-            Plan::Done(decision) => return decision,
+            Plan::Done(decision) => return Ok(decision),
             Plan::Call(call) => call,
         };
+        if let CloudCall::Delete(_) = call {
+            // No DeleteInstance without a trace of it in the status first.
+            let intent = decision::with_release_intent(resource, Timestamp::now());
+            self.write_status(api, resource, &intent).await?;
+        }
         let result = match &credentials {
             Ok(credentials) => self.perform(resource, credentials, &call).await,
             Err(_) => unreachable!("a call is planned only after an observation with credentials"),
         };
         self.remember(resource, object, &call, &result);
         input.now = Timestamp::now();
-        decision::conclude(&input, &call, &result)
+        Ok(decision::conclude(&input, &call, &result))
     }
 
     /// The resource's Secret (same namespace only), else the controller's own credentials, as

@@ -40,6 +40,7 @@ pub fn fast_timings() -> Timings {
         slow_base: Duration::from_millis(500),
         backoff_cap: Duration::from_secs(2),
         stop_grace: Duration::from_secs(1),
+        release_resend: Duration::from_secs(1),
         release_timeout: Duration::from_secs(60),
     }
 }
