@@ -8,9 +8,7 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use serde::Deserialize;
@@ -18,21 +16,11 @@ use serde_json::Value;
 
 /// Runs `argolua` with `args` and `stdin`; its JSON lines and whether it exited 0.
 fn argolua(args: &[&str], stdin: &str) -> (Vec<Value>, bool) {
-    let binary = testkit::gitops::checker("argolua");
-    let mut child = Command::new(&binary)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write argolua's stdin");
-    let output = child.wait_with_output().expect("wait for argolua");
+    let output = testkit::tools::run_with_input(
+        &testkit::gitops::checker("argolua"),
+        args,
+        stdin.as_bytes(),
+    );
     assert!(
         matches!(output.status.code(), Some(0 | 1)),
         "argolua {args:?} failed ({}): {}",

@@ -14,11 +14,7 @@
 
 mod support;
 
-use std::{
-    io::Write,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::path::Path;
 
 use ecs_instance_controller::{
     EcsInstance,
@@ -33,21 +29,11 @@ use support::{Harness, fast_timings};
 
 /// Runs a checker on one object (JSON on stdin); its one JSON line.
 fn ask(tool: &str, args: &[&str], object: &Value) -> Value {
-    let binary = testkit::gitops::checker(tool);
-    let mut child = Command::new(&binary)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(object.to_string().as_bytes())
-        .expect("write the object");
-    let output = child.wait_with_output().expect("wait for the checker");
+    let output = testkit::tools::run_with_input(
+        &testkit::gitops::checker(tool),
+        args,
+        object.to_string().as_bytes(),
+    );
     assert!(
         output.status.success(),
         "{tool} failed ({}): {}",

@@ -16,7 +16,7 @@ mod support;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     sync::OnceLock,
     time::Duration,
 };
@@ -49,25 +49,7 @@ fn read_yaml(path: &Path) -> Value {
 fn promtool() -> &'static Path {
     static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
     PROMTOOL.get_or_init(|| {
-        let binary = match std::env::var_os("PROMTOOL") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                let script = workspace_root().join("scripts/build-promtool.sh");
-                let output = Command::new("bash")
-                    .arg(&script)
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-                assert!(
-                    output.status.success(),
-                    "{} failed ({}): promtool is required to test the alerting rules \
-                     (it needs Go and the Go module proxy)",
-                    script.display(),
-                    output.status
-                );
-                PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-            }
-        };
+        let binary = testkit::tools::built_by("PROMTOOL", "build-promtool.sh");
         assert!(
             binary.is_file(),
             "promtool is missing at {}: run scripts/build-promtool.sh and set PROMTOOL to the path \

@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod gitops;
 pub mod sim;
 pub mod supervisor;
+pub mod tools;
 
 pub use control_plane::{
     ControlPlane, TestNamespace, control_plane, create_namespace, free_ports, restart_apiserver,
