@@ -9,9 +9,9 @@
 # Prints the directory holding the binaries on stdout (everything else goes to stderr).
 set -euo pipefail
 
-K8S_VERSION=v1.34.4
-
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/kube-version.sh
+. "$root/scripts/lib/kube-version.sh"
 out=$("$root/scripts/build-testbin.sh")
 
 bins=(kubelet kube-controller-manager kube-scheduler kube-proxy)
@@ -24,15 +24,19 @@ fi
 
 command -v go >/dev/null || { echo "build-node-bins: the Go toolchain is required (go not on PATH)" >&2; exit 1; }
 export GOTOOLCHAIN=local CGO_ENABLED=0
+# One build at a time (build-testbin.sh above has released its own lock by now).
+exec 9>"$out/.lock-node"
+flock 9
+have=1
+for b in "${bins[@]}"; do [ -x "$out/$b" ] || have=0; done
+if [ "$have" = 1 ]; then
+  echo "$out"
+  exit 0
+fi
 tmp="$out/.partial-node"
 rm -rf "$tmp"; mkdir -p "$tmp"
 
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-v="-X k8s.io/component-base/version"
-c="-X k8s.io/client-go/pkg/version"
-ldflags="-s -w $v.gitVersion=$K8S_VERSION $v.gitMajor=1 $v.gitMinor=$minor $v.gitTreeState=clean \
-  $v.buildDate=1970-01-01T00:00:00Z $c.gitVersion=$K8S_VERSION $c.gitMajor=1 $c.gitMinor=$minor \
-  $c.gitTreeState=clean $c.buildDate=1970-01-01T00:00:00Z"
+ldflags=$(kube_ldflags)
 
 echo "build-node-bins: building ${bins[*]} $K8S_VERSION into $out (cold: ~10 min on 2 cores after build-testbin.sh)" >&2
 pkgs=()

@@ -6,10 +6,11 @@
 # Prints the directory holding the binaries on stdout (everything else goes to stderr).
 set -euo pipefail
 
-K8S_VERSION=v1.34.4
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/kube-version.sh
+. "$root/scripts/lib/kube-version.sh"
 ETCD_VERSION=v3.6.16
 
-root=$(cd "$(dirname "$0")/.." && pwd)
 out=${KUBE_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/kube-testbin/$K8S_VERSION-$ETCD_VERSION}
 
 if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/etcd" ]; then
@@ -30,12 +31,7 @@ fi
 tmp="$out/.partial"
 rm -rf "$tmp"; mkdir -p "$tmp"
 
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-v="-X k8s.io/component-base/version"
-c="-X k8s.io/client-go/pkg/version"
-ldflags="-s -w $v.gitVersion=$K8S_VERSION $v.gitMajor=1 $v.gitMinor=$minor $v.gitTreeState=clean \
-  $v.buildDate=1970-01-01T00:00:00Z $c.gitVersion=$K8S_VERSION $c.gitMajor=1 $c.gitMinor=$minor \
-  $c.gitTreeState=clean $c.buildDate=1970-01-01T00:00:00Z"
+ldflags=$(kube_ldflags)
 
 echo "build-testbin: building etcd $ETCD_VERSION into $out" >&2
 (cd "$root/tools/kube-testbin/etcd" && go build -p 2 -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
