@@ -454,11 +454,18 @@ impl Context {
         stores: &[Store<EcsInstance>],
     ) -> Result<Action, Error> {
         let object = ObjectRef::from_obj(resource);
-        let decision = match owner_of(stores, resource) {
-            Some(owner) => decision::duplicate(resource, &owner, Timestamp::now()),
+        let (decision, written) = match owner_of(stores, resource) {
+            Some(owner) => (
+                decision::duplicate(resource, &owner, Timestamp::now()),
+                None,
+            ),
             None => self.decide(api, resource, &object).await?,
         };
-        let changed = self.write_status(api, resource, &decision.status).await?;
+        // Compared with what is stored now: the release intent, if this pass wrote one.
+        let stored = written.as_ref().or(resource.status.as_ref());
+        let changed = self
+            .write_status(api, resource, stored, &decision.status)
+            .await?;
         self.publish(resource, &decision.events).await;
         self.metrics.reconciled();
         for event in decision.events.iter().filter(|e| e.warning) {
@@ -493,13 +500,14 @@ impl Context {
         }
     }
 
-    /// Observe, plan, make the one call the plan asks for, conclude.
+    /// Observe, plan, make the one call the plan asks for, conclude. Also returns the status
+    /// written on the way (the release intent), if any.
     async fn decide(
         &self,
         api: &Api<EcsInstance>,
         resource: &EcsInstance,
         object: &ObjectRef<EcsInstance>,
-    ) -> Result<Decision, Error> {
+    ) -> Result<(Decision, Option<EcsInstanceStatus>), Error> {
         let source = match &resource.spec.credentials_ref {
             Some(reference) => CredentialsSource::Secret(format!(
                 "{}/{}",
@@ -538,13 +546,16 @@ impl Context {
             resend_after: signed(self.timings.release_resend),
         };
         let call = match decision::plan(&input) {
-            Plan::Done(decision) => return Ok(decision),
+            Plan::Done(decision) => return Ok((decision, None)),
             Plan::Call(call) => call,
         };
+        let mut written = None;
         if let CloudCall::Delete(_) = call {
             // No DeleteInstance without a trace of it in the status first.
             let intent = decision::with_release_intent(resource, Timestamp::now());
-            self.write_status(api, resource, &intent).await?;
+            self.write_status(api, resource, resource.status.as_ref(), &intent)
+                .await?;
+            written = Some(intent);
         }
         let result = match &credentials {
             Ok(credentials) => self.perform(resource, credentials, &call).await,
@@ -552,7 +563,7 @@ impl Context {
         };
         self.remember(resource, object, &call, &result);
         input.now = Timestamp::now();
-        Ok(decision::conclude(&input, &call, &result))
+        Ok((decision::conclude(&input, &call, &result), written))
     }
 
     /// The resource's Secret (same namespace only), else the controller's own credentials, as
@@ -732,9 +743,10 @@ impl Context {
         &self,
         api: &Api<EcsInstance>,
         resource: &EcsInstance,
+        stored: Option<&EcsInstanceStatus>,
         status: &EcsInstanceStatus,
     ) -> Result<bool, Error> {
-        if resource.status.as_ref() == Some(status) {
+        if stored == Some(status) {
             return Ok(false);
         }
         let error = match apply_status(api, resource, status).await {

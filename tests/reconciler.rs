@@ -711,6 +711,26 @@ async fn the_recheck_annotation_asks_for_a_look_now() {
         message.contains("route entries") && message.contains("ecs.alicloud.dev/recheck"),
         "says what to do and how to ask for a look: {message}"
     );
+    // A look while the cause is still there: the same refusal again, and no release intent is
+    // left behind in the status by the DeleteInstance that was refused.
+    let again = json!({ "metadata": { "annotations": { "ecs.alicloud.dev/recheck": "0" } } });
+    h.api
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&again))
+        .await
+        .expect("annotate");
+    for _ in 0..100 {
+        if h.calls("DeleteInstance", Some(id)).await.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.calls("DeleteInstance", Some(id)).await.len(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let blocked = h.api.get("web-1").await.expect("get");
+    assert!(
+        blocked.status.and_then(|s| s.release).is_none(),
+        "a refused DeleteInstance leaves no release record"
+    );
     h.sim
         .patch_instance(id, json!({ "routeEntry": false }))
         .await;
