@@ -3,15 +3,30 @@
 # from the Go module proxy through the wrapper modules in tools/kube-testbin, and caches the
 # binaries outside the repository, keyed by version. A no-op when the binaries are already cached.
 #
+#   scripts/build-testbin.sh [VERSION]
+#
+# VERSION is a Kubernetes version with a wrapper module (scripts/lib/kube-version.sh); the default
+# is the oldest supported one, K8S_VERSION. $KUBE_TESTBIN, when set, is where the default version
+# goes; an explicit VERSION always goes to its own cache directory, so a KUBE_TESTBIN exported for
+# one version never passes for another.
+#
 # Prints the directory holding the binaries on stdout (everything else goes to stderr).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/kube-version.sh
 . "$root/scripts/lib/kube-version.sh"
+# Every supported Kubernetes version supports this etcd (1.37 needs 3.5.24 or newer).
 ETCD_VERSION=v3.6.16
 
-out=${KUBE_TESTBIN:-${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/kube-testbin/$K8S_VERSION-$ETCD_VERSION}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/kube-testbin
+version=${1:-$K8S_VERSION}
+if [ $# -gt 0 ]; then
+  out=$cache/$version-$ETCD_VERSION
+else
+  out=${KUBE_TESTBIN:-$cache/$version-$ETCD_VERSION}
+fi
+module=$(kube_apiserver_module "$version")
 
 if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/etcd" ]; then
   echo "$out"
@@ -31,13 +46,13 @@ fi
 tmp="$out/.partial"
 rm -rf "$tmp"; mkdir -p "$tmp"
 
-ldflags=$(kube_ldflags)
+ldflags=$(kube_ldflags "$version")
 
 echo "build-testbin: building etcd $ETCD_VERSION into $out" >&2
 (cd "$root/tools/kube-testbin/etcd" && go build -p 2 -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
 
-echo "build-testbin: building kube-apiserver and kubectl $K8S_VERSION into $out (cold: ~15 min on 2 cores)" >&2
-(cd "$root/tools/kube-testbin/apiserver" &&
+echo "build-testbin: building kube-apiserver and kubectl $version into $out from $module (cold: ~15 min on 2 cores)" >&2
+(cd "$module" &&
   go build -p 2 -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver &&
   go build -p 2 -trimpath -ldflags "$ldflags" -o "$tmp/kubectl" k8s.io/kubernetes/cmd/kubectl)
 
