@@ -6,12 +6,17 @@
 # and runs `cargo test --test e2e` against it. Then, on the same node: leader election with two
 # replicas (deploy/overlays/e2e-leader-election: only the leader calls ECS; deleting its pod hands
 # over), the namespaced-RBAC overlay (deploy/overlays/e2e-namespaced), and a rolling restart during
-# a mass deletion (deploy/overlays/e2e-shared-sim: every instance released exactly once). Prints
-# the time of each stage; a failing stage prints its name and the controller's state.
+# a mass deletion (deploy/overlays/e2e-shared-sim: every instance released exactly once). Then the
+# Helm chart (charts/ecs-instance-controller, with deploy/overlays/e2e/helm-values.yaml): install
+# in place of the kustomize objects and a subset of the e2e suite through it, an upgrade with a
+# changed value, the safe uninstall of docs/operations.md, and a reinstall finishing a deletion
+# made without a controller. Prints the time of each stage; a failing stage prints its name and
+# the controller's state.
 #
 # Needs root. Extra arguments go to the e2e test binary (after --test-threads=1).
 # Knobs: E2E_SEED_FILE (simulator seed), E2E_SIM_LOCAL_PORT (default 19100),
-# NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0 (skip a stage),
+# NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0, NODE_E2E_HELM=0
+# (skip a stage), HELM (the helm binary; default: what scripts/build-helm.sh prints),
 # NODE_E2E_MASS_COUNT (200), and those of scripts/local-node.sh.
 # Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
 set -euo pipefail
@@ -47,6 +52,11 @@ if [ "${1:-}" != --inside ]; then
   cargo test --locked --test e2e --no-run
   stage "images (scripts/build-images.sh)"
   scripts/build-images.sh "$root/target/images" >/dev/null
+  if [ "${NODE_E2E_HELM:-1}" = 1 ]; then
+    stage "helm (scripts/build-helm.sh)"
+    HELM=${HELM:-$(scripts/build-helm.sh)}
+    export HELM
+  fi
   stage
   echo "==> node-e2e [at $(($(date +%s) - t_start))s] local node (scripts/local-node.sh)" >&2
   export NODE_E2E_T0=$t_start
@@ -115,26 +125,32 @@ kubectl -n "$namespace" wait "deployment/$deployment" --for=condition=Available 
 kubectl -n "$namespace" get pods -o wide
 
 sim_port=${E2E_SIM_LOCAL_PORT:-19100}
+forward_sim() { # the Deployment's simulator on 127.0.0.1:$sim_port, until stop_forward_sim
+  kubectl -n "$namespace" port-forward "deployment/$deployment" "$sim_port:9100" >"$work/port-forward.log" 2>&1 &
+  port_forward_pid=$!
+  for _ in $(seq 60); do
+    curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null 2>&1 && break
+    if ! kill -0 "$port_forward_pid" 2>/dev/null; then
+      cat "$work/port-forward.log" >&2
+      echo "node-e2e: kubectl port-forward exited" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null
+}
+stop_forward_sim() {
+  kill "$port_forward_pid" 2>/dev/null || true
+  wait "$port_forward_pid" 2>/dev/null || true
+  port_forward_pid=
+}
 stage "port-forward the simulator to 127.0.0.1:$sim_port"
-kubectl -n "$namespace" port-forward "deployment/$deployment" "$sim_port:9100" >"$work/port-forward.log" 2>&1 &
-port_forward_pid=$!
-for _ in $(seq 60); do
-  curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null 2>&1 && break
-  if ! kill -0 "$port_forward_pid" 2>/dev/null; then
-    cat "$work/port-forward.log" >&2
-    echo "node-e2e: kubectl port-forward exited" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
-curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null
+forward_sim
 
 stage "cargo test --test e2e (through the Pod)"
 E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
   cargo test --locked --test e2e -- --test-threads=1 "$@"
-kill "$port_forward_pid" 2>/dev/null || true
-wait "$port_forward_pid" 2>/dev/null || true
-port_forward_pid=
+stop_forward_sim
 
 # Helpers of the leader-election and namespaced stages.
 lease_holder() {
@@ -145,14 +161,15 @@ running_pods() {
     -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
     awk 'NF == 1 { print $1 }'
 }
-# calls POD ACTION: how many ACTION calls POD's simulator has logged.
+# calls POD ACTION [PYTHON]: how many ACTION calls POD's simulator has logged; with PYTHON (an
+# expression over `calls`, the JSON list), what it prints instead.
 calls() {
   local pf_log=$work/pf-$1.log pf n=
   kubectl -n "$namespace" port-forward "pod/$1" 19101:9100 >"$pf_log" 2>&1 &
   pf=$!
   for _ in $(seq 40); do
     n=$(curl -fsS "http://127.0.0.1:19101/_sim/calls?action=$2" 2>/dev/null |
-      python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null) && break
+      python3 -c "import json, sys; calls = json.load(sys.stdin); print(${3:-len(calls)})" 2>/dev/null) && break
     sleep 0.25
   done
   kill "$pf" 2>/dev/null || true
@@ -340,6 +357,142 @@ if len(ok) != n or twice:
     sys.exit(f"node-e2e: FAILED: expected exactly one accepted DeleteInstance for each of {n} instances; twice: {twice}")
 PY2
   kubectl delete namespace "$mass_ns" --wait=false
+fi
+
+if [ "${NODE_E2E_HELM:-1}" = 1 ]; then
+  HELM=${HELM:-$(scripts/build-helm.sh)}
+  # Helm's own state (repositories, cache) in the run's directory, not in root's home.
+  helm() {
+    HELM_CONFIG_HOME=$work/helm/config HELM_CACHE_HOME=$work/helm/cache HELM_DATA_HOME=$work/helm/data \
+      "$HELM" "$@"
+  }
+  release=ecs-instance-controller
+  chart=charts/ecs-instance-controller
+  helm_values=deploy/overlays/e2e/helm-values.yaml
+  crd=crd/ecsinstances.ecs.alicloud.dev
+  finalizer=ecs.alicloud.dev/release-instance
+  controller_pods=app.kubernetes.io/name=ecs-instance-controller
+  terminating() { # every EcsInstance being deleted, as NAMESPACE/NAME
+    kubectl get ecsinstance -A \
+      -o jsonpath='{range .items[?(@.metadata.deletionTimestamp)]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}'
+  }
+  gone() { # KUBECTL-GET-ARGS...: waits up to 90s until they list nothing (kubectl wait refuses none)
+    for _ in $(seq 180); do [ -z "$(kubectl get "$@" -o name)" ] && return 0; sleep 0.5; done
+    echo "node-e2e: still there after 90s: $(kubectl get "$@" -o name | tr '\n' ' ')" >&2
+    return 1
+  }
+  helm_install() {
+    helm install "$release" "$chart" -n "$namespace" -f "$helm_values" --wait --timeout 3m >&2
+    kubectl -n "$namespace" wait "deployment/$deployment" --for=condition=Available --timeout=60s
+  }
+  helm_uninstall() {
+    helm uninstall "$release" -n "$namespace" --wait --timeout 2m >&2
+    gone pods -n "$namespace" -l "$controller_pods"
+  }
+
+  stage "helm install: charts/ecs-instance-controller in place of the kustomize objects"
+  # As a user switching: remove the kustomize objects (Helm adopts nothing it did not create),
+  # keeping the namespace with its Secret; the CRD stays, and with it the EcsInstances the e2e
+  # suite left (e.g. a never-deleted `ghost`): they wait harmlessly for the next controller.
+  kubectl delete deployment,service,serviceaccount,role,rolebinding -A -l app.kubernetes.io/part-of=ecs-instance-controller
+  kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/part-of=ecs-instance-controller
+  gone pods -n "$namespace" -l "$controller_pods"
+  # Each pod's simulator also knows the instances of the uninstall stage.
+  python3 - "$seed" >"$work/helm-seed.json" <<'PY2'
+import json, sys
+seed = json.load(open(sys.argv[1]))
+seed += [{"instanceId": "i-e2ehelmstop01", "regionId": "cn-hangzhou", "status": "Stopped"},
+         {"instanceId": "i-e2ehelmkeep01", "regionId": "cn-hangzhou", "status": "Running"}]
+print(json.dumps(seed))
+PY2
+  kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$work/helm-seed.json" \
+    --dry-run=client -o yaml | kubectl apply -f -
+  helm_install
+  [ "$(kubectl -n "$namespace" get "deployment/$deployment" -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" = Helm ] ||
+    { echo "node-e2e: FAILED: the Deployment is not Helm's" >&2; exit 1; }
+
+  stage "cargo test --test e2e, a subset (through the Helm-installed Pod)"
+  forward_sim
+  E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
+    cargo test --locked --test e2e -- --test-threads=1 \
+    a_stopped_instance_is_released_and_counted orphan_leaves_the_instance_alone
+  stop_forward_sim
+
+  stage "helm upgrade: logLevel=debug"
+  helm upgrade "$release" "$chart" -n "$namespace" -f "$helm_values" --set logLevel=debug \
+    --wait --timeout 3m >&2
+  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  [ "$(helm status "$release" -n "$namespace" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')" = 2 ] ||
+    { echo "node-e2e: FAILED: the release is not at revision 2" >&2; exit 1; }
+  mapfile -t pods < <(running_pods)
+  [ "${#pods[@]}" = 1 ] || { echo "node-e2e: FAILED: expected one running pod, have: ${pods[*]}" >&2; exit 1; }
+  rust_log=$(kubectl -n "$namespace" get pod "${pods[0]}" \
+    -o jsonpath='{.spec.containers[?(@.name=="controller")].env[?(@.name=="RUST_LOG")].value}')
+  [ "$rust_log" = debug ] || { echo "node-e2e: FAILED: the new pod has RUST_LOG='$rust_log'" >&2; exit 1; }
+  debug=
+  for _ in $(seq 60); do
+    kubectl -n "$namespace" logs "${pods[0]}" -c controller | grep -q '"level":"DEBUG"' && { debug=1; break; }
+    sleep 0.5
+  done
+  [ -n "$debug" ] || { echo "node-e2e: FAILED: no DEBUG line in ${pods[0]}'s log" >&2; exit 1; }
+  echo "node-e2e: revision 2 rolled out: ${pods[0]} logs at debug level" >&2
+
+  stage "helm uninstall, the safe way (docs/operations.md, Uninstall)"
+  for ns in e2e-uninstall e2e-keep; do
+    kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+  done
+  for target in e2e-uninstall:release-me:i-e2ehelmstop01 e2e-uninstall:keep-me:i-e2ehelmkeep01 \
+    e2e-keep:stays:i-e2eseedstopped01; do
+    IFS=: read -r ns name id <<<"$target"
+    kubectl -n "$ns" apply -f - <<YAML
+apiVersion: ecs.alicloud.dev/v1alpha1
+kind: EcsInstance
+metadata:
+  name: $name
+spec:
+  instanceId: $id
+  regionId: cn-hangzhou
+YAML
+    kubectl -n "$ns" wait "ecsinstance/$name" --for=condition=Ready --timeout=60s
+  done
+  # The procedure: orphan what must stay in ECS, delete what goes, wait until it is gone, check
+  # that nothing is Terminating, then uninstall. e2e-keep/stays is kept as a resource.
+  kubectl -n e2e-uninstall patch ecsinstance keep-me --type merge -p '{"spec":{"deletionPolicy":"Orphan"}}'
+  kubectl -n e2e-uninstall delete ecsinstance --all --wait=false
+  gone ecsinstance -n e2e-uninstall
+  [ -z "$(terminating)" ] || { echo "node-e2e: FAILED: EcsInstances Terminating before the uninstall: $(terminating)" >&2; exit 1; }
+  released=$(calls "${pods[0]}" DeleteInstance \
+    '" ".join(sorted(c["params"]["InstanceId"] for c in calls if c.get("httpStatus") == 200))')
+  [ "$released" = i-e2ehelmstop01 ] ||
+    { echo "node-e2e: FAILED: expected only i-e2ehelmstop01 released, saw: '$released'" >&2; exit 1; }
+  helm_uninstall
+  kubectl get "$crd" >/dev/null || { echo "node-e2e: FAILED: helm uninstall deleted the CRD" >&2; exit 1; }
+  kept=$(kubectl -n e2e-keep get ecsinstance stays -o jsonpath='{.metadata.deletionTimestamp}|{.metadata.finalizers[*]}')
+  [ "$kept" = "|$finalizer" ] ||
+    { echo "node-e2e: FAILED: e2e-keep/stays did not stay as it was: '$kept'" >&2; exit 1; }
+  [ -z "$(terminating)" ] || { echo "node-e2e: FAILED: EcsInstances Terminating after the uninstall: $(terminating)" >&2; exit 1; }
+  [ -z "$(kubectl get deployment,serviceaccount,clusterrole,clusterrolebinding -A -l app.kubernetes.io/managed-by=Helm -o name)" ] ||
+    { echo "node-e2e: FAILED: helm uninstall left objects" >&2; exit 1; }
+  kubectl -n "$namespace" get secret ecs-credentials >/dev/null
+  # The emptied namespace goes: no finalizer holds it.
+  kubectl delete namespace e2e-uninstall --timeout=60s
+  ! kubectl get namespace e2e-uninstall >/dev/null 2>&1 ||
+    { echo "node-e2e: FAILED: namespace e2e-uninstall is still there" >&2; exit 1; }
+  echo "node-e2e: uninstalled: CRD and e2e-keep/stays kept, release-me released, keep-me orphaned, e2e-uninstall gone" >&2
+
+  stage "too late: a namespace deleted without the controller hangs; a reinstall finishes it"
+  kubectl delete namespace e2e-keep --wait=false
+  sleep 5
+  hanging=$(kubectl -n e2e-keep get ecsinstance stays -o jsonpath='{.metadata.deletionTimestamp}')
+  phase=$(kubectl get namespace e2e-keep -o jsonpath='{.status.phase}')
+  [ -n "$hanging" ] && [ "$phase" = Terminating ] ||
+    { echo "node-e2e: FAILED: expected e2e-keep/stays to hang (deletionTimestamp '$hanging', namespace $phase)" >&2; exit 1; }
+  helm_install
+  kubectl wait namespace/e2e-keep --for=delete --timeout=90s
+  helm_uninstall
+  kubectl get "$crd" >/dev/null || { echo "node-e2e: FAILED: helm uninstall deleted the CRD" >&2; exit 1; }
+  [ -z "$(terminating)" ] || { echo "node-e2e: FAILED: EcsInstances Terminating at the end: $(terminating)" >&2; exit 1; }
+  echo "node-e2e: the reinstalled controller released e2e-keep/stays; the namespace is gone" >&2
 fi
 
 stage

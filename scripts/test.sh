@@ -14,6 +14,9 @@ export GITOPS_CHECK
 # The real promtool, asked by tests/monitoring.rs to check and unit-test deploy/monitoring's rules.
 PROMTOOL=$(bash scripts/build-promtool.sh)
 export PROMTOOL
+# The real helm, asked by tests/helm_chart.rs to lint and render charts/ecs-instance-controller.
+HELM=$(bash scripts/build-helm.sh)
+export HELM
 venv=$(bash scripts/python-env.sh)
 
 # Build everything before any control plane starts, so compilation does not starve it (2 cores).

@@ -32,4 +32,15 @@ mod tests {
             "crds/ecsinstance.yaml is stale: run `cargo run --bin crdgen > crds/ecsinstance.yaml`"
         );
     }
+
+    /// The Helm chart installs the CRD from its own copy (Helm reads no file outside the chart).
+    #[test]
+    fn helm_chart_crd_is_the_committed_crd() {
+        let chart = include_str!("../charts/ecs-instance-controller/crds/ecsinstance.yaml");
+        assert!(
+            chart == include_str!("../crds/ecsinstance.yaml"),
+            "charts/ecs-instance-controller/crds/ecsinstance.yaml differs from crds/ecsinstance.yaml: \
+             cp crds/ecsinstance.yaml charts/ecs-instance-controller/crds/"
+        );
+    }
 }

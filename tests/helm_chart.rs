@@ -1,0 +1,438 @@
+//! `charts/ecs-instance-controller` against `deploy/`, with the real helm (built from the Go module
+//! proxy by `scripts/build-helm.sh`, `$HELM` set by `scripts/test.sh`): `helm lint --strict`
+//! passes; `helm template` renders, object by object, what `kubectl kustomize` renders for
+//! deploy/, the leader-election, namespaced and e2e overlays and deploy/monitoring; the optional
+//! objects pass a server-side dry run against the real kube-apiserver; the chart's copies of the
+//! alerts and the dashboard are those of deploy/monitoring; its appVersion is the crate's version.
+//! (The chart's copy of the CRD is checked by a unit test in src/lib.rs.)
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+use testkit::control_plane;
+
+const CHART: &str = "charts/ecs-instance-controller";
+/// The release name and namespace that give the chart the names of deploy/.
+const RELEASE: &str = "ecs-instance-controller";
+const NAMESPACE: &str = "ecs-system";
+
+/// Helm's standard labels, which only the chart sets and the comparison with deploy/ ignores:
+/// they name the chart and release (`helm.sh/chart`, `app.kubernetes.io/instance`,
+/// `app.kubernetes.io/version`, `app.kubernetes.io/managed-by`). Ignored only in
+/// `metadata.labels` (every object) and in a pod template's labels; every other label
+/// (`app.kubernetes.io/name`, `app.kubernetes.io/part-of`, `grafana_dashboard`), the selectors
+/// and every other field must be equal.
+const HELM_LABELS: [&str; 4] = [
+    "helm.sh/chart",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+];
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    let path = workspace_root().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// `$HELM`, else whatever `scripts/build-helm.sh` prints (it builds once into the cache outside
+/// the repository, then is a no-op). Panics when there is no helm: never skips.
+fn helm_binary() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let binary = testkit::tools::built_by("HELM", "build-helm.sh");
+        assert!(
+            binary.is_file(),
+            "helm is missing at {}: run scripts/build-helm.sh and set HELM to the path it prints \
+             (or unset HELM to let this test build it)",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// Runs helm from the workspace root with its state under cargo's scratch directory for tests
+/// (no user config, no repositories); its output, whatever the exit.
+fn helm(args: &[&str]) -> Output {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm_chart");
+    Command::new(helm_binary())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", helm_binary().display()))
+}
+
+fn assert_success(what: &str, output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The YAML documents of a stream, empty ones left out.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .unwrap_or_else(|e| panic!("parse the rendered YAML ({e}):\n{yaml}"))
+        .into_iter()
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// `helm template` of the chart as release `ecs-instance-controller` in `ecs-system`.
+fn template(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    documents(&assert_success(
+        &format!("helm {}", args.join(" ")),
+        &helm(&args),
+    ))
+}
+
+/// The control plane's kubectl as the admin user, from the workspace root.
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let plane = control_plane();
+    let mut child = Command::new(plane.kubectl())
+        .arg("--kubeconfig")
+        .arg(&plane.kubeconfig)
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", plane.kubectl().display()));
+    let mut pipe = child.stdin.take().expect("kubectl stdin is piped");
+    pipe.write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write kubectl stdin");
+    drop(pipe);
+    child.wait_with_output().expect("wait for kubectl")
+}
+
+fn kustomize(dir: &str) -> Vec<Value> {
+    documents(&assert_success(
+        &format!("kubectl kustomize {dir}"),
+        &kubectl(&["kustomize", dir], None),
+    ))
+}
+
+type Key = (String, String, String);
+
+fn key(object: &Value) -> Key {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (
+        text(&object["kind"]),
+        text(&object["metadata"]["namespace"]),
+        text(&object["metadata"]["name"]),
+    )
+}
+
+fn without_helm_labels(mut object: Value) -> Value {
+    for pointer in ["/metadata/labels", "/spec/template/metadata/labels"] {
+        if let Some(labels) = object.pointer_mut(pointer).and_then(Value::as_object_mut) {
+            for label in HELM_LABELS {
+                labels.remove(label);
+            }
+        }
+    }
+    object
+}
+
+fn by_key(objects: Vec<Value>) -> BTreeMap<Key, Value> {
+    let mut map = BTreeMap::new();
+    for object in objects {
+        let key = key(&object);
+        assert!(
+            map.insert(key.clone(), object).is_none(),
+            "{key:?} rendered twice"
+        );
+    }
+    map
+}
+
+/// The chart renders the same objects as kustomize, but for the controller's Namespace, which the
+/// chart leaves to `kubectl apply -f deploy/base/namespace.yaml` (or `--create-namespace`):
+/// Helm would delete a release namespace it owns, with everything in it, on uninstall.
+fn assert_same_objects(chart: Vec<Value>, kustomized: Vec<Value>, what: &str) {
+    let chart = by_key(chart);
+    let mut kustomized = by_key(kustomized);
+    let namespace = kustomized.remove(&("Namespace".into(), String::new(), NAMESPACE.into()));
+    assert!(
+        namespace.is_some(),
+        "{what}: kustomize renders the Namespace {NAMESPACE}"
+    );
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        kustomized.keys().collect::<Vec<_>>(),
+        "{what}: the chart renders other objects (kind, namespace, name) than kustomize"
+    );
+    for (key, object) in chart {
+        let ours = without_helm_labels(object.clone());
+        let theirs = &kustomized[&key];
+        let mut differences = Vec::new();
+        diff(&ours, theirs, String::new(), &mut differences);
+        assert!(
+            differences.is_empty(),
+            "{what}: {key:?} differs from kustomize's (chart, Helm's labels removed | kustomize):\n{}",
+            differences.join("\n")
+        );
+        // The ignored labels are Helm's: every object carries them.
+        for label in HELM_LABELS {
+            assert!(
+                object["metadata"]["labels"][label].is_string(),
+                "{what}: {key:?} lacks the label {label}"
+            );
+        }
+    }
+}
+
+/// Where two values differ, as JSON pointers with both sides (shortened).
+fn diff(ours: &Value, theirs: &Value, path: String, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                diff(x, y, format!("{path}/{k}"), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(x, y, format!("{path}/{i}"), out);
+            }
+        }
+        (a, b) if a != b => {
+            let short = |v: &Value| v.to_string().chars().take(300).collect::<String>();
+            out.push(format!("  {path}: {} | {}", short(a), short(b)));
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes() {
+    for values in [
+        vec![],
+        vec!["--set", "replicaCount=2"],
+        vec![
+            "--set",
+            "rbac.namespaced=true,watchNamespaces={team-a,team-b}",
+        ],
+        vec![
+            "--set",
+            "podDisruptionBudget.enabled=true,networkPolicy.enabled=true,\
+             networkPolicy.egress.enabled=true,serviceMonitor.enabled=true,\
+             prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+        ],
+        vec!["-f", "deploy/overlays/e2e/helm-values.yaml"],
+    ] {
+        let mut args = vec!["lint", "--strict", CHART, "--namespace", NAMESPACE];
+        args.extend_from_slice(&values);
+        let stdout = assert_success(&format!("helm {}", args.join(" ")), &helm(&args));
+        assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
+    }
+}
+
+#[test]
+fn default_values_render_deploy() {
+    assert_same_objects(template(&[]), kustomize("deploy/"), "default values");
+}
+
+#[test]
+fn two_replicas_render_the_leader_election_overlay() {
+    assert_same_objects(
+        template(&["--set", "replicaCount=2"]),
+        kustomize("deploy/overlays/leader-election"),
+        "replicaCount=2",
+    );
+}
+
+#[test]
+fn leader_election_with_one_replica_also_rolls_without_overlap() {
+    let objects = template(&["--set", "leaderElection.enabled=true"]);
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .contains(&Value::from("--leader-election"))
+    );
+}
+
+#[test]
+fn namespaced_values_render_the_namespaced_overlay() {
+    assert_same_objects(
+        template(&[
+            "--set",
+            "rbac.namespaced=true",
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+        ]),
+        kustomize("deploy/overlays/namespaced"),
+        "rbac.namespaced",
+    );
+}
+
+#[test]
+fn namespaced_rbac_without_namespaces_is_refused() {
+    let output = helm(&[
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        "rbac.namespaced=true",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("rbac.namespaced=true needs watchNamespaces"),
+        "{stderr}"
+    );
+}
+
+/// The values node-e2e installs with render exactly the e2e overlay.
+#[test]
+fn e2e_values_render_the_e2e_overlay() {
+    assert_same_objects(
+        template(&["-f", "deploy/overlays/e2e/helm-values.yaml"]),
+        kustomize("deploy/overlays/e2e"),
+        "deploy/overlays/e2e/helm-values.yaml",
+    );
+}
+
+#[test]
+fn monitoring_values_render_deploy_monitoring() {
+    let chart = template(&[
+        "--set",
+        "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+    ]);
+    let mut kustomized = kustomize("deploy/");
+    kustomized.extend(kustomize("deploy/monitoring/"));
+    // kubectl kustomize re-emits a folded (`>-`) expression with a blank line added before each
+    // more-indented line (kyaml; PromQL ignores it, YAML says one newline, as Helm reads it): the
+    // rules are compared with the committed PrometheusRule itself.
+    let committed: Value = serde_saphyr::from_str(&read("deploy/monitoring/prometheusrule.yaml"))
+        .expect("deploy/monitoring/prometheusrule.yaml parses");
+    for object in &mut kustomized {
+        if object["kind"] == "PrometheusRule" {
+            object["spec"] = committed["spec"].clone();
+        }
+    }
+    assert_same_objects(chart, kustomized, "monitoring values");
+}
+
+/// Helm reads no file outside the chart, so the chart carries copies of deploy/monitoring's
+/// rules and dashboard (loaded with .Files, not as templates, so Prometheus's own `{{ }}` pass
+/// through); they must be the same bytes.
+#[test]
+fn the_charts_alerts_and_dashboard_are_deploy_monitorings() {
+    for file in ["alerts.yaml", "dashboard.json"] {
+        assert!(
+            read(&format!("{CHART}/files/{file}")) == read(&format!("deploy/monitoring/{file}")),
+            "{CHART}/files/{file} differs from deploy/monitoring/{file}: \
+             cp deploy/monitoring/{file} {CHART}/files/"
+        );
+    }
+}
+
+#[test]
+fn app_version_is_the_crate_version() {
+    let chart: Value =
+        serde_saphyr::from_str(&read(&format!("{CHART}/Chart.yaml"))).expect("Chart.yaml parses");
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["name"], RELEASE);
+}
+
+/// PodDisruptionBudget and NetworkPolicy (with every option) and the rest of the chart pass a
+/// server-side dry run and the `restricted` Pod Security Standard of the namespace.
+#[test]
+fn optional_objects_pass_a_server_side_dry_run() {
+    assert_success(
+        "kubectl apply deploy/base/namespace.yaml",
+        &kubectl(&["apply", "-f", "deploy/base/namespace.yaml"], None),
+    );
+    for namespace in ["team-a", "team-b"] {
+        let manifest = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");
+        assert_success(
+            "kubectl apply a namespace",
+            &kubectl(&["apply", "-f", "-"], Some(&manifest)),
+        );
+    }
+    let rendered = assert_success(
+        "helm template with the optional objects",
+        &helm(&[
+            "template",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            "replicaCount=2,podDisruptionBudget.enabled=true,networkPolicy.enabled=true,\
+             networkPolicy.egress.enabled=true,rbac.namespaced=true,watchNamespaces={team-a,team-b}",
+            "--set-json",
+            r#"networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
+        ]),
+    );
+    let output = kubectl(
+        &["apply", "--dry-run=server", "-f", "-", "-o", "json"],
+        Some(&rendered),
+    );
+    let stdout = assert_success("kubectl apply --dry-run=server", &output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("would violate PodSecurity"),
+        "the pod template breaks the `restricted` Pod Security Standard:\n{stderr}"
+    );
+    let accepted: Value = serde_json::from_str(&stdout).expect("kubectl printed JSON");
+    let kinds: Vec<&str> = accepted["items"]
+        .as_array()
+        .expect("a List")
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    for kind in ["PodDisruptionBudget", "NetworkPolicy", "Deployment"] {
+        assert!(
+            kinds.contains(&kind),
+            "the API server did not accept a {kind}: {kinds:?}"
+        );
+    }
+    let policy = accepted["items"]
+        .as_array()
+        .expect("a List")
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .expect("the NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+}
