@@ -23,23 +23,9 @@ hash=$(cd "$src" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.g
   xargs sha256sum | sha256sum | cut -c1-12)
 out=${GITOPS_CHECK:-${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/gitops-check/cli-utils-$CLI_UTILS_VERSION-argocd-$ARGOCD_VERSION-gopher-lua-$GOPHER_LUA_VERSION-$hash}
 
-if [ -x "$out/kstatus" ] && [ -x "$out/argolua" ]; then
-  echo "$out"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "build-gitops-check: the Go toolchain is required (go not on PATH)" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0
-mkdir -p "$out"
-# Test binaries may run this at the same time: one builds, the others wait and find the result.
-exec 9>"$out/.lock"
-flock 9
-if [ -x "$out/kstatus" ] && [ -x "$out/argolua" ]; then
-  echo "$out"
-  exit 0
-fi
-tmp="$out/.partial"
-rm -rf "$tmp"; mkdir -p "$tmp"
+# shellcheck source=lib/go-tool.sh
+. "$root/scripts/lib/go-tool.sh"
+go_tool_build_dir "$out" "$out" kstatus argolua
 
 echo "build-gitops-check: building kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION) and argolua (gopher-lua $GOPHER_LUA_VERSION, as Argo CD $ARGOCD_VERSION) into $out" >&2
 (cd "$src/kstatus" && go build -p 2 -trimpath -ldflags "-s -w" -o "$tmp/kstatus" .)

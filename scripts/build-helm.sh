@@ -23,23 +23,9 @@ K8S_MINOR=$(awk '$1 == "k8s.io/client-go" { split($2, v, "."); print v[2]; exit 
 hash=$(cd "$src" && cat go.mod go.sum | sha256sum | cut -c1-12)
 out=${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/helm/$HELM_VERSION-$hash
 
-if [ -x "$out/helm" ]; then
-  echo "$out/helm"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "build-helm: the Go toolchain is required (go not on PATH)" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0
-mkdir -p "$out"
-# Test binaries may run this at the same time: one builds, the others wait and find the result.
-exec 9>"$out/.lock"
-flock 9
-if [ -x "$out/helm" ]; then
-  echo "$out/helm"
-  exit 0
-fi
-tmp="$out/.partial"
-rm -rf "$tmp"; mkdir -p "$tmp"
+# shellcheck source=lib/go-tool.sh
+. "$root/scripts/lib/go-tool.sh"
+go_tool_build_dir "$out/helm" "$out" helm
 
 echo "build-helm: building helm $HELM_VERSION into $out (cold: a few minutes on 2 cores)" >&2
 v="-X helm.sh/helm/v3/internal/version"

@@ -22,23 +22,9 @@ PROMETHEUS_VERSION=$(echo "$MODULE_VERSION" | sed -E 's/^v0\.3([0-9][0-9])\.([0-
 hash=$(cd "$src" && cat go.mod go.sum | sha256sum | cut -c1-12)
 out=${XDG_CACHE_HOME:-$HOME/.cache}/ecs-instance-controller/promtool/$PROMETHEUS_VERSION-$hash
 
-if [ -x "$out/promtool" ]; then
-  echo "$out/promtool"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "build-promtool: the Go toolchain is required (go not on PATH)" >&2; exit 1; }
-export GOTOOLCHAIN=local CGO_ENABLED=0
-mkdir -p "$out"
-# Test binaries may run this at the same time: one builds, the others wait and find the result.
-exec 9>"$out/.lock"
-flock 9
-if [ -x "$out/promtool" ]; then
-  echo "$out/promtool"
-  exit 0
-fi
-tmp="$out/.partial"
-rm -rf "$tmp"; mkdir -p "$tmp"
+# shellcheck source=lib/go-tool.sh
+. "$root/scripts/lib/go-tool.sh"
+go_tool_build_dir "$out/promtool" "$out" promtool
 
 echo "build-promtool: building promtool (Prometheus $PROMETHEUS_VERSION, module $MODULE_VERSION) into $out (cold: ~5 min on 2 cores)" >&2
 v="-X github.com/prometheus/common/version"
