@@ -39,9 +39,7 @@ const ANSWER_LOST: &str = "its answer, with the RequestId, was lost";
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -58,7 +56,12 @@ use kube::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use testkit::sim::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, EcsSim, READY_PREFIX, TEST_ARGS};
+use testkit::{
+    programs::{
+        ControllerLauncher, Started, build_workspace_programs, start_sim_process, workspace_program,
+    },
+    sim::EcsSim,
+};
 
 const REGION: &str = "cn-hangzhou";
 const FINALIZER_FREE_REASONS: [&str; 3] = ["Released", "NotFound", "NeverObserved"];
@@ -120,14 +123,14 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if !args.no_build
-        && let Err(e) = build_binaries()
+        && let Err(e) = build_workspace_programs(env!("CARGO"), env!("CARGO_MANIFEST_DIR"))
     {
         eprintln!("chaos: {e}");
         return ExitCode::from(2);
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let budget = Duration::from_secs(args.timeout);
-    let mut run = Run::default();
+    let mut run = Started::default();
     let outcome = runtime.block_on(async {
         tokio::select! {
             result = tokio::time::timeout(budget, chaos(&args, &mut run)) => match result {
@@ -170,181 +173,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo build --workspace --bins --examples` with the cargo and profile that built this
-/// program, so the binaries are never stale. Whole workspace with an example target: the same
-/// package selection and dev-dependency features as `scripts/test.sh`'s `--all-targets` build,
-/// so after it this is a no-op instead of a rebuild with other features.
-fn build_binaries() -> Result<(), String> {
-    let mut command = Command::new(env!("CARGO"));
-    // Not the variables `cargo run` set for this program: build scripts that watch the
-    // environment would see a change and rebuild (here, and again in the next plain build).
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let kept = [
-            "CARGO_HOME",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_",
-            "CARGO_PROFILE_",
-            "CARGO_TERM_",
-            "CARGO_NET_",
-            "CARGO_HTTP_",
-            "CARGO_REGISTRIES_",
-            "CARGO_REGISTRY_",
-            "CARGO_INCREMENTAL",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix));
-        if (name.starts_with("CARGO") && !kept) || name == "OUT_DIR" {
-            command.env_remove(name.as_ref());
-        }
-    }
-    command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--workspace",
-        "--bins",
-        "--examples",
-    ]);
-    if profile_dir().file_name().is_some_and(|p| p == "release") {
-        command.arg("--release");
-    }
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the binaries failed ({status})"));
-    }
-    Ok(())
-}
-
-/// `target/<profile>`: this program is `target/<profile>/examples/chaos`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the path of this program");
-    let mut dir = exe.parent().expect("a directory").to_path_buf();
-    if dir
-        .file_name()
-        .is_some_and(|d| d == "examples" || d == "deps")
-    {
-        dir.pop();
-    }
-    dir
-}
-
-fn binary(name: &str, env_override: &str) -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(env_override) {
-        return Ok(path.into());
-    }
-    let path = profile_dir().join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: build it (cargo build --bins) or set {env_override}",
-            path.display()
-        ))
-    }
-}
-
-/// The processes of this run.
-#[derive(Default)]
-struct Run {
-    sim: Option<Child>,
-    controller: Option<Controller>,
-    log_dir: Option<PathBuf>,
-}
-
-impl Run {
-    fn stop_all(&mut self) {
-        if let Some(mut controller) = self.controller.take() {
-            controller.kill();
-        }
-        if let Some(mut sim) = self.sim.take() {
-            let _ = sim.kill();
-            let _ = sim.wait();
-        }
-    }
-}
-
-struct Controller {
-    child: Child,
-    life: usize,
-}
-
-impl Controller {
-    /// SIGKILL and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The settings of one controller process: the production defaults except the ECS endpoint,
-/// loopback operational ports and the run's namespace (plus any `--controller-arg`).
-struct Launcher {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    endpoint: String,
-    namespace: String,
-    log_dir: PathBuf,
-    extra: Vec<String>,
-}
-
-impl Launcher {
-    fn start(&self, life: usize) -> Result<Controller, String> {
-        let [metrics, health] = testkit::free_ports()?;
-        let log = self.log_dir.join(format!("controller-{life}.log"));
-        let log = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut command = Command::new(&self.binary);
-        command
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!("--ecs-endpoint={}", self.endpoint))
-            .arg(format!("--namespaces={}", self.namespace))
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics}"))
-            .arg(format!("--health-addr=127.0.0.1:{health}"))
-            .args(&self.extra)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
-            .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        let child = testkit::supervisor::spawn_for_test_binary(command)
-            .map_err(|e| format!("start {}: {e}", self.binary.display()))?;
-        Ok(Controller { child, life })
-    }
-}
-
-/// `ecs-sim` on a free loopback port (testkit's test arguments: 200 ms transitions, 500 ms
-/// release linger); returns the child and its URL.
-fn start_sim() -> Result<(Child, String), String> {
-    let binary = binary("ecs-sim", "ECS_SIM_BIN")?;
-    let mut command = Command::new(&binary);
-    command
-        .args(TEST_ARGS)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = testkit::supervisor::spawn_for_test_binary(command)
-        .map_err(|e| format!("start {}: {e}", binary.display()))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut line = String::new();
-    stdout
-        .read_line(&mut line)
-        .map_err(|e| format!("ecs-sim: {e}"))?;
-    let endpoint = line
-        .trim()
-        .strip_prefix(READY_PREFIX)
-        .ok_or_else(|| format!("unexpected first line from ecs-sim: {line:?}"))?
-        .to_owned();
-    // Keep reading (and discarding) so the simulator never writes into a closed pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stdout.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
-    Ok((child, endpoint))
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Delete,
@@ -382,7 +210,7 @@ fn has_condition(resource: &EcsInstance, type_: &str, status: &str, reason: &str
         .is_some_and(|c| c.status == status && c.reason == reason)
 }
 
-async fn chaos(args: &Args, run: &mut Run) -> Result<Vec<String>, String> {
+async fn chaos(args: &Args, run: &mut Started) -> Result<Vec<String>, String> {
     if args.n == 0 || args.kill_min <= 0.0 || args.kill_max < args.kill_min {
         return Err("need --n ≥ 1 and 0 < --kill-min ≤ --kill-max".into());
     }
@@ -406,7 +234,7 @@ async fn chaos(args: &Args, run: &mut Run) -> Result<Vec<String>, String> {
         args.drop_rate * 100.0,
         args.latency_ms
     );
-    let controller_binary = binary("ecs-instance-controller", "ECS_CONTROLLER_BIN")?;
+    let controller_binary = workspace_program("ecs-instance-controller", "ECS_CONTROLLER_BIN")?;
     let setup = Instant::now();
 
     let ns = testkit::test_namespace("chaos").await;
@@ -415,13 +243,13 @@ async fn chaos(args: &Args, run: &mut Run) -> Result<Vec<String>, String> {
         "chaos: control plane up in {:.1} s",
         setup.elapsed().as_secs_f64()
     );
-    let (sim_child, endpoint) = start_sim()?;
+    let (sim_child, endpoint) = start_sim_process(&[])?;
     run.sim = Some(sim_child);
     let sim = EcsSim::attach(&endpoint);
     let log_dir = std::env::temp_dir().join(format!("ecs-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     run.log_dir = Some(log_dir.clone());
-    let launcher = Launcher {
+    let launcher = ControllerLauncher {
         binary: controller_binary,
         kubeconfig: plane.kubeconfig.clone(),
         endpoint: endpoint.clone(),

@@ -49,6 +49,16 @@ pub struct Args {
     #[arg(long, env = "ECS_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub ecs_max_body_bytes: usize,
 
+    /// Most instance IDs one batched DescribeInstances call carries (1-100). Concurrent lookups
+    /// share calls up to this size; 1 turns batching off (one call per lookup).
+    #[arg(
+        long,
+        env = "ECS_DESCRIBE_BATCH_MAX",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u16).range(1..=100)
+    )]
+    pub ecs_describe_batch_max: u16,
+
     /// Resources reconciled at the same time (per watched namespace).
     #[arg(long, env = "CONCURRENCY", default_value_t = crate::reconciler::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
@@ -215,6 +225,11 @@ mod tests {
         assert!(Args::try_parse_from(["ecs-instance-controller", "--signing-method=v9"]).is_err());
         assert!(!args.require_credentials_ref);
         assert_eq!(args.watch_unhealthy_after, Duration::from_secs(120));
+        assert_eq!(args.ecs_describe_batch_max, 100);
+        for refused in ["0", "101"] {
+            let flag = format!("--ecs-describe-batch-max={refused}");
+            assert!(Args::try_parse_from(["ecs-instance-controller", &flag]).is_err());
+        }
     }
 
     #[test]

@@ -58,6 +58,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
         observer: Some(metrics.clone()),
         attempt_deadline: args.ecs_call_deadline,
+        batch_max_ids: usize::from(args.ecs_describe_batch_max),
         max_body_bytes: args.ecs_max_body_bytes,
         ..Default::default()
     })

@@ -402,6 +402,23 @@ fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) ->
 /// The longest wait after a failed Kubernetes API call.
 const KUBE_RETRY_CAP: Duration = Duration::from_secs(10);
 
+/// Whether the object goes away with the finalizer about to be removed (ours is the last one)
+/// while its status already records the accepted release with its RequestId: a final status
+/// written now would never be read (the final event says the same), so it is one Kubernetes
+/// write per release saved. With other finalizers the object stays, so its status must say that
+/// the release is confirmed.
+fn vanishes_with_recorded_release(
+    resource: &EcsInstance,
+    stored: Option<&EcsInstanceStatus>,
+    next: &Next,
+) -> bool {
+    *next == Next::RemoveFinalizer
+        && resource.finalizers() == [FINALIZER]
+        && stored
+            .and_then(|status| status.release.as_ref())
+            .is_some_and(|release| release.request_id.is_some())
+}
+
 async fn add_finalizer(api: &Api<EcsInstance>, resource: &EcsInstance) -> Result<(), Error> {
     let operations = if resource.finalizers().is_empty() {
         json!([
@@ -463,9 +480,12 @@ impl Context {
         };
         // Compared with what is stored now: the release intent, if this pass wrote one.
         let stored = written.as_ref().or(resource.status.as_ref());
-        let changed = self
-            .write_status(api, resource, stored, &decision.status)
-            .await?;
+        let changed = if vanishes_with_recorded_release(resource, stored, &decision.next) {
+            false
+        } else {
+            self.write_status(api, resource, stored, &decision.status)
+                .await?
+        };
         self.publish(resource, &decision.events).await;
         self.metrics.reconciled();
         for event in decision.events.iter().filter(|e| e.warning) {

@@ -63,6 +63,9 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// How long the batcher collects lookups before it calls `DescribeInstances`; default 20 ms.
     pub batch_window: Duration,
+    /// Most IDs one batched `DescribeInstances` carries (1 ..= 100; 1 turns batching off);
+    /// default 100.
+    pub batch_max_ids: usize,
     pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
@@ -79,6 +82,7 @@ impl Default for ClientConfig {
             rate_limit: RateLimitConfig::default(),
             retry: RetryConfig::default(),
             batch_window: Duration::from_millis(20),
+            batch_max_ids: MAX_IDS_PER_DESCRIBE,
             observer: None,
         }
     }
@@ -97,6 +101,7 @@ impl fmt::Debug for ClientConfig {
             .field("rate_limit", &self.rate_limit)
             .field("retry", &self.retry)
             .field("batch_window", &self.batch_window)
+            .field("batch_max_ids", &self.batch_max_ids)
             .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
             .finish()
     }
@@ -146,6 +151,11 @@ impl EcsClient {
                 "max_body_bytes and max_error_body_bytes must be at least 1 KiB".to_owned(),
             ));
         }
+        if !(1..=MAX_IDS_PER_DESCRIBE).contains(&config.batch_max_ids) {
+            return Err(invalid(format!(
+                "batch_max_ids must be between 1 and {MAX_IDS_PER_DESCRIBE}"
+            )));
+        }
         let transport = Transport::new(TransportConfig {
             endpoint_override: config.endpoint_override.as_deref(),
             signing: config.signing,
@@ -161,7 +171,7 @@ impl EcsClient {
                 limiter: RateLimiter::new(config.rate_limit),
                 retry: config.retry,
                 attempt_deadline: config.attempt_deadline,
-                batcher: Batcher::new(config.batch_window, MAX_IDS_PER_DESCRIBE),
+                batcher: Batcher::new(config.batch_window, config.batch_max_ids),
                 observer: config.observer,
             }),
         })

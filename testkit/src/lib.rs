@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 pub mod gitops;
+pub mod programs;
 pub mod sim;
 pub mod supervisor;
 pub mod tools;
