@@ -482,8 +482,14 @@ YAML
 
   stage "too late: a namespace deleted without the controller hangs; a reinstall finishes it"
   kubectl delete namespace e2e-keep --wait=false
-  sleep 5
-  hanging=$(kubectl -n e2e-keep get ecsinstance stays -o jsonpath='{.metadata.deletionTimestamp}')
+  # The namespace controller deletes the contents on its own schedule: wait until it has.
+  hanging=
+  for _ in $(seq 120); do
+    hanging=$(kubectl -n e2e-keep get ecsinstance stays -o jsonpath='{.metadata.deletionTimestamp}')
+    [ -n "$hanging" ] && break
+    sleep 0.5
+  done
+  sleep 5 # and it still hangs a while later
   phase=$(kubectl get namespace e2e-keep -o jsonpath='{.status.phase}')
   [ -n "$hanging" ] && [ "$phase" = Terminating ] ||
     { echo "node-e2e: FAILED: expected e2e-keep/stays to hang (deletionTimestamp '$hanging', namespace $phase)" >&2; exit 1; }
