@@ -136,6 +136,12 @@ pub struct Args {
     #[arg(long, env = "RELEASE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub release_timeout: Duration,
 
+    /// A `DeleteInstance` whose outcome is unknown (timeout, connection lost, 5xx) is sent again
+    /// only if the instance is still listed this long after it was sent: well beyond the time ECS
+    /// takes to show a release. Measured from `status.release.requestedAt`, so restarts keep it.
+    #[arg(long, env = "RELEASE_RESEND_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub release_resend_after: Duration,
+
     /// Polling period while an instance is changing state (stopping, releasing).
     #[arg(long, env = "TRANSITION_POLL", default_value = "3s", value_parser = parse_duration)]
     pub transition_poll: Duration,

@@ -107,9 +107,91 @@ pub struct Input<'a> {
     pub observed_at_refresh: SignedDuration,
     /// An accepted release whose instance is still listed after this long needs a person.
     pub release_timeout: SignedDuration,
-    /// A `DeleteInstance` whose answer was lost (the process died after sending it) is sent
-    /// again only after this long, so a release in progress can show first.
+    /// A `DeleteInstance` whose outcome is unknown (its answer was lost, or the process died
+    /// after sending it) is sent again only when the instance is still listed after this long,
+    /// well beyond the time ECS takes to show a release (design.md §4).
     pub resend_after: SignedDuration,
+    /// The other resources that name the same region and instance, for ownership.
+    pub claimants: &'a [Claimant],
+    /// When the release intent written this pass was stored, for [`conclude`] after a
+    /// `DeleteInstance` whose outcome is unknown.
+    pub intent_at: Option<Timestamp>,
+}
+
+/// Another resource that names the same region and instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimant {
+    /// `namespace/name`.
+    pub name: String,
+    pub uid: Option<String>,
+    pub created: Option<Timestamp>,
+    /// Its status records that its credentials listed the instance. A resource whose
+    /// credentials never listed the instance never owns it.
+    pub listed: bool,
+}
+
+impl Claimant {
+    pub fn of(resource: &EcsInstance) -> Self {
+        Claimant {
+            name: format!(
+                "{}/{}",
+                resource.namespace().unwrap_or_default(),
+                resource.name_any()
+            ),
+            uid: resource.uid(),
+            created: resource.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            listed: resource
+                .status
+                .as_ref()
+                .and_then(|s| s.instance.as_ref())
+                .is_some_and(|i| i.status.is_some()),
+        }
+    }
+
+    /// Older first: creation time, then UID, so equal creation times still give one order.
+    fn age(&self) -> (Option<Timestamp>, Option<&str>) {
+        (self.created, self.uid.as_deref())
+    }
+}
+
+/// Who owns a listed instance, by the rule of design.md §3.
+#[derive(Debug, Clone, PartialEq)]
+enum Ownership {
+    /// Tagged for this resource: the tag decides, whatever else names the instance.
+    Ours,
+    /// Untagged, and no older resource whose credentials listed it names it: tag it.
+    Untagged,
+    /// Another resource of the cluster owns it (`namespace/name`): by its tag, or, untagged,
+    /// as the oldest resource that listed it.
+    Duplicate(String),
+    /// Tagged for a UID that no resource of the cluster has.
+    Another,
+}
+
+fn ownership(input: &Input, instance: &Instance) -> Ownership {
+    let own_uid = input.resource.uid();
+    match owner_uid(instance) {
+        Some(uid) if Some(uid) == own_uid.as_deref() => Ownership::Ours,
+        Some(uid) => match input
+            .claimants
+            .iter()
+            .find(|c| c.uid.as_deref() == Some(uid))
+        {
+            Some(owner) => Ownership::Duplicate(owner.name.clone()),
+            None => Ownership::Another,
+        },
+        None => {
+            let own = Claimant::of(input.resource);
+            input
+                .claimants
+                .iter()
+                .filter(|c| c.listed && c.uid != own_uid && c.age() < own.age())
+                .min_by(|a, b| a.age().cmp(&b.age()))
+                .map_or(Ownership::Untagged, |owner| {
+                    Ownership::Duplicate(owner.name.clone())
+                })
+        }
+    }
 }
 
 /// How soon to look again.
@@ -210,30 +292,14 @@ fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
     owner_uid(instance).is_some_and(|uid| Some(uid) == resource.uid().as_deref())
 }
 
-/// A resource that names the same region and instance as an older one, `owner`
-/// (`namespace/name`): it never acts on the instance; deleting it makes no cloud call.
-pub fn duplicate(resource: &EcsInstance, owner: &str, now: Timestamp) -> Decision {
-    let spec = &resource.spec;
-    let draft = Draft::new(resource, None, now);
-    if is_deleting(resource) {
-        let what = format!(
-            "Instance {} in {} was not released: the older EcsInstance {owner} names it and owns it; this duplicate was removed without any cloud call",
-            spec.instance_id, spec.region_id
-        );
-        return draft.settle(Reason::DuplicateRemoved, &what, OBSERVE);
-    }
-    let what = format!(
-        "The older EcsInstance {owner} names the same instance {} in {} and owns it; this resource never acts on it",
-        spec.instance_id, spec.region_id
-    );
-    draft.settle(Reason::DuplicateInstance, &what, OBSERVE)
-}
-
 pub fn plan(input: &Input) -> Plan {
     let mut draft = Draft::new(input.resource, Some(input), input.now);
     let orphaning = is_orphaning(input.resource);
     let instance = match input.observation {
         Observation::Present(instance) => instance,
+        Observation::Absent if orphaning && draft.release_requested() => {
+            return Plan::Done(draft.orphan_released());
+        }
         _ if orphaning => return Plan::Done(draft.orphan(None)),
         Observation::CredentialsUnavailable(why) => {
             let what = format!(
@@ -247,6 +313,11 @@ pub fn plan(input: &Input) -> Plan {
     };
     draft.observed(instance);
     if orphaning {
+        // Orphan cannot take back a release already asked for: report what ECS was told, and
+        // never untag an instance that is being released.
+        if draft.release_requested() {
+            return Plan::Done(draft.orphan_after_release(instance));
+        }
         return match untag(input.resource, instance) {
             Some(call) => Plan::Call(call),
             None => Plan::Done(draft.orphan(None)),
@@ -255,8 +326,13 @@ pub fn plan(input: &Input) -> Plan {
     if draft.release_request_id().is_some() {
         return Plan::Done(draft.releasing(instance));
     }
-    match owner_uid(instance) {
-        None => Plan::Call(CloudCall::Tag(TagInstance {
+    if let Some(at) = draft.release_intent()
+        && input.now.duration_since(at) < input.resend_after
+    {
+        return Plan::Done(draft.outcome_pending(instance, at));
+    }
+    match ownership(input, instance) {
+        Ownership::Untagged => Plan::Call(CloudCall::Tag(TagInstance {
             region_id: input.resource.spec.region_id.clone(),
             instance_id: instance.instance_id.clone(),
             tags: [
@@ -268,23 +344,11 @@ pub fn plan(input: &Input) -> Plan {
             ]
             .into(),
         })),
-        Some(_) if !is_ours(input.resource, instance) => {
-            Plan::Done(draft.owned_by_another(instance))
-        }
-        Some(_) if !is_deleting(input.resource) => Plan::Done(draft.ready(instance, None)),
-        Some(_) => match release_step(input, instance) {
+        Ownership::Duplicate(owner) => Plan::Done(draft.duplicate(&owner)),
+        Ownership::Another => Plan::Done(draft.owned_by_another(instance)),
+        Ownership::Ours if !is_deleting(input.resource) => Plan::Done(draft.ready(instance, None)),
+        Ownership::Ours => match release_step(input, instance) {
             Step::Wait { reason, what, pace } => Plan::Done(draft.progress(reason, &what, pace)),
-            Step::Call(CloudCall::Delete(_))
-                if draft
-                    .release_intent()
-                    .is_some_and(|at| input.now.duration_since(at) < input.resend_after) =>
-            {
-                let what = format!(
-                    "DeleteInstance for instance {} was sent, but its answer was not recorded (the controller restarted); waiting for the release to show before asking again",
-                    instance.instance_id
-                );
-                Plan::Done(draft.progress(Reason::WaitingForRelease, &what, Pace::Transition))
-            }
             Step::Call(call) => Plan::Call(call),
         },
     }
@@ -299,6 +363,14 @@ pub fn conclude(input: &Input, call: &CloudCall, result: &Result<RequestId, EcsE
     let id = &input.resource.spec.instance_id;
     let request_id = match (call, result) {
         (CloudCall::Untag(_), result) => return draft.orphan(Some(result)),
+        (CloudCall::Delete(_), Err(error)) if error.outcome_unknown() => {
+            return draft.release_outcome_unknown(error);
+        }
+        (CloudCall::Delete(_), Err(error)) if error.class() != ErrorClass::NotFound => {
+            // A definite refusal: ECS did not release the instance, so no intent is left.
+            draft.status.release = None;
+            return draft.failed(error, Some(call));
+        }
         (_, Err(error)) => return draft.failed(error, Some(call)),
         (_, Ok(request_id)) => &request_id.0,
     };
@@ -497,6 +569,24 @@ impl<'a> Draft<'a> {
         }
     }
 
+    /// A `DeleteInstance` was accepted or sent with an unknown outcome.
+    fn release_requested(&self) -> bool {
+        self.release_request_id().is_some() || self.release_intent().is_some()
+    }
+
+    /// What ECS was told of the release, for messages: its RequestId, or when it was sent.
+    fn release_told(&self) -> String {
+        match (self.release_request_id(), self.release_intent()) {
+            (Some(request_id), _) => {
+                format!("DeleteInstance was accepted (RequestId {request_id})")
+            }
+            (None, Some(at)) => {
+                format!("DeleteInstance was sent at {at} and its outcome is unknown")
+            }
+            (None, None) => "DeleteInstance was not sent".to_string(),
+        }
+    }
+
     /// What to say of an instance gone after our own `DeleteInstance`, if one was sent.
     fn own_release(&self) -> Option<String> {
         let id = &self.resource.spec.instance_id;
@@ -507,7 +597,7 @@ impl<'a> Draft<'a> {
         }
         self.release_intent().map(|at| {
             format!(
-                "Instance {id} was released (DeleteInstance sent at {at}; its answer, with the RequestId, was lost when the controller restarted)"
+                "Instance {id} was released by this resource's DeleteInstance sent at {at} (answer lost: ECS's answer, with its RequestId, never arrived)"
             )
         })
     }
@@ -616,6 +706,14 @@ impl<'a> Draft<'a> {
 
     fn orphan(self, untagged: Option<&Result<RequestId, EcsError>>) -> Decision {
         let id = &self.resource.spec.instance_id;
+        if self.release_requested() {
+            // Not observed (no credentials, a failed lookup): the release may have happened.
+            let told = self.release_told();
+            let what = format!(
+                "deletionPolicy is Orphan, but {told} before that, so instance {id} may be released; the resource is removed without confirming it"
+            );
+            return self.settle(Reason::Orphaned, &what, "Orphan");
+        }
         let tags = match (untagged, self.input().observation) {
             (Some(Ok(_)), _) => "; the owner tags were removed".to_string(),
             (Some(Err(error)), _) => format!(
@@ -635,6 +733,65 @@ impl<'a> Draft<'a> {
         self.settle(Reason::Orphaned, &what, "Orphan")
     }
 
+    /// `deletionPolicy: Orphan` came after a release was asked for, and the instance is no
+    /// longer listed: released by this resource, when the evidence says so.
+    fn orphan_released(self) -> Decision {
+        if self.release_request_id().is_none() && self.seen_by_others() {
+            return self.orphan(None);
+        }
+        let what = self.own_release().unwrap_or_default();
+        self.confirm_release(Reason::Released, &what)
+    }
+
+    /// The instance was last listed with other credentials or region than this pass's (or by
+    /// whom is not recorded): "not listed" now is no evidence of anything.
+    fn seen_by_others(&self) -> bool {
+        let current = ObservedWith {
+            access_key_id: self.key().to_string(),
+            region_id: self.resource.spec.region_id.clone(),
+        };
+        match self.status.instance.as_ref().map(|i| &i.observed_with) {
+            None => false,
+            Some(Some(with)) => *with != current,
+            // Observed before this record existed: who saw it is unknown.
+            Some(None) => true,
+        }
+    }
+
+    /// `deletionPolicy: Orphan` came after a release was asked for and the instance is still
+    /// listed: wait for the release to show as long as a release would take, then say that the
+    /// instance stays (an unknown outcome that never showed was no release).
+    fn orphan_after_release(self, instance: &Instance) -> Decision {
+        let input = self.input();
+        let id = &instance.instance_id;
+        let told = self.release_told();
+        let (since, window) = match (&self.status.release, self.release_request_id()) {
+            (Some(release), Some(_)) => (
+                release.requested_at.as_ref().map(|t| t.0),
+                input.release_timeout,
+            ),
+            (release, _) => (
+                release
+                    .as_ref()
+                    .and_then(|r| r.requested_at.as_ref())
+                    .map(|t| t.0),
+                input.resend_after,
+            ),
+        };
+        if since.is_some_and(|at| input.now.duration_since(at) < window) {
+            let what = format!(
+                "deletionPolicy is Orphan, but {told} before that: waiting for instance {id} to disappear"
+            );
+            return self.progress(Reason::WaitingForRelease, &what, Pace::Transition);
+        }
+        let what = format!(
+            "deletionPolicy is Orphan; {told} before that, but instance {id} is still listed as {} after {}: it is left as it is (its owner tags too) and the resource is removed",
+            instance.status.as_str(),
+            friendly(window)
+        );
+        self.settle(Reason::Orphaned, &what, "Orphan")
+    }
+
     /// `DescribeInstances` answered and does not list the instance.
     fn absent(mut self) -> Decision {
         let spec = &self.resource.spec;
@@ -642,10 +799,6 @@ impl<'a> Draft<'a> {
         let region = &spec.region_id;
         let key = self.key();
         let source = self.input().credentials_source;
-        let current = ObservedWith {
-            access_key_id: key.to_string(),
-            region_id: region.clone(),
-        };
         let previous = self
             .status
             .instance
@@ -665,13 +818,7 @@ impl<'a> Draft<'a> {
         {
             return self.confirm_release(Reason::Released, &what);
         }
-        let seen_by_others = match &previous {
-            None => false,
-            Some(Some(with)) => *with != current,
-            // Observed before this record existed: who saw it is unknown.
-            Some(None) => true,
-        };
-        if seen_by_others {
+        if self.seen_by_others() {
             let last = match previous.flatten() {
                 Some(with) => format!(
                     "AccessKeyId {} in region {}",
@@ -778,6 +925,55 @@ impl<'a> Draft<'a> {
         self.settle_with(Reason::InstanceObserved, &what, OBSERVE, pace)
     }
 
+    /// Another resource of the cluster owns the instance (`owner`): this one never acts on it,
+    /// and its deletion makes no call that changes anything.
+    fn duplicate(self, owner: &str) -> Decision {
+        let spec = &self.resource.spec;
+        if self.deleting {
+            let what = format!(
+                "Instance {} in {} was not released: EcsInstance {owner} names it and owns it; this duplicate was removed without any call that changes it",
+                spec.instance_id, spec.region_id
+            );
+            return self.settle(Reason::DuplicateRemoved, &what, OBSERVE);
+        }
+        let what = format!(
+            "EcsInstance {owner} names the same instance {} in {} and owns it; this resource never acts on it",
+            spec.instance_id, spec.region_id
+        );
+        self.settle(Reason::DuplicateInstance, &what, OBSERVE)
+    }
+
+    /// A `DeleteInstance` of ours whose outcome is unknown, and the instance still listed within
+    /// the resend window: it may be a release that has not shown yet, so nothing is sent.
+    fn outcome_pending(self, instance: &Instance, sent_at: Timestamp) -> Decision {
+        let input = self.input();
+        let what = format!(
+            "DeleteInstance for instance {} was sent at {sent_at} and its outcome is unknown; the instance is listed as {}: waiting for the release to show (asked again only if it is still listed after {})",
+            instance.instance_id,
+            instance.status.as_str(),
+            friendly(input.resend_after)
+        );
+        self.progress(Reason::ReleaseOutcomeUnknown, &what, Pace::Transition)
+    }
+
+    /// Our `DeleteInstance` failed in a way that does not say whether ECS processed it: the
+    /// intent stays, and the next pass observes before anything else is sent.
+    fn release_outcome_unknown(mut self, error: &EcsError) -> Decision {
+        let input = self.input();
+        let sent_at = input.intent_at.unwrap_or(input.now);
+        self.status.release = Some(ReleaseRecord {
+            request_id: None,
+            requested_at: Some(Time(sent_at)),
+            confirmed_at: None,
+        });
+        self.status.last_error = Some(last_error(error, &self.now));
+        let what = format!(
+            "DeleteInstance for instance {} was sent, but its outcome is unknown ({error}); observing before anything else is sent",
+            self.resource.spec.instance_id
+        );
+        self.settle(Reason::ReleaseOutcomeUnknown, &what, "Release")
+    }
+
     fn owned_by_another(self, instance: &Instance) -> Decision {
         let owner = instance
             .tags
@@ -861,16 +1057,20 @@ impl<'a> Draft<'a> {
         } else {
             error.to_string()
         };
-        self.status.last_error = Some(LastError {
-            action: error.action().to_string(),
-            code: error.code().map(str::to_string),
-            message: error.message().to_string(),
-            request_id: error.request_id().map(str::to_string),
-            http_status: error.http_status().map(i32::from),
-            at: self.now.clone(),
-        });
+        self.status.last_error = Some(last_error(error, &self.now));
         let action = call.map_or(OBSERVE, CloudCall::event_action);
         self.settle(reason, &what, action)
+    }
+}
+
+fn last_error(error: &EcsError, at: &Time) -> LastError {
+    LastError {
+        action: error.action().to_string(),
+        code: error.code().map(str::to_string),
+        message: error.message().to_string(),
+        request_id: error.request_id().map(str::to_string),
+        http_status: error.http_status().map(i32::from),
+        at: at.clone(),
     }
 }
 

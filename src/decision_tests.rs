@@ -92,6 +92,8 @@ struct Pass<'a> {
     stop_recently_requested: bool,
     remembered_release: Option<ReleaseRecord>,
     now: Timestamp,
+    claimants: Vec<Claimant>,
+    intent_at: Option<Timestamp>,
 }
 
 impl<'a> Pass<'a> {
@@ -104,6 +106,8 @@ impl<'a> Pass<'a> {
             stop_recently_requested: false,
             remembered_release: None,
             now: now(),
+            claimants: Vec::new(),
+            intent_at: None,
         }
     }
 
@@ -119,6 +123,8 @@ impl<'a> Pass<'a> {
             observed_at_refresh: SignedDuration::from_mins(5),
             release_timeout: SignedDuration::from_mins(10),
             resend_after: SignedDuration::from_mins(1),
+            claimants: &self.claimants,
+            intent_at: self.intent_at,
         }
     }
 
@@ -713,8 +719,21 @@ fn every_row_of_the_error_table() {
         (400, "Throttling", false, "Throttled", throttled),
         (400, "Throttling.User", false, "Throttled", throttled),
         (400, "Throttling.Api", false, "Throttled", throttled),
-        (503, "ServiceUnavailable", false, "Retrying", backoff),
-        (500, "InternalError", false, "Retrying", backoff),
+        // A 5xx answer to DeleteInstance does not say whether ECS released the instance.
+        (
+            503,
+            "ServiceUnavailable",
+            false,
+            "ReleaseOutcomeUnknown",
+            Pace::Transition,
+        ),
+        (
+            500,
+            "InternalError",
+            false,
+            "ReleaseOutcomeUnknown",
+            Pace::Transition,
+        ),
         (
             404,
             "InvalidAccessKeyId.NotFound",
@@ -870,18 +889,198 @@ fn orphaning_removes_our_tags_and_never_waits_for_the_cloud() {
     }
 }
 
+fn claimant(name: &str, uid: &str, created: Timestamp, listed: bool) -> Claimant {
+    Claimant {
+        name: name.into(),
+        uid: Some(uid.into()),
+        created: Some(created),
+        listed,
+    }
+}
+
+fn created_at(mut resource: EcsInstance, at: Timestamp) -> EcsInstance {
+    resource.metadata.creation_timestamp = Some(Time(at));
+    resource
+}
+
 #[test]
-fn a_duplicate_never_acts_and_is_removed_without_a_cloud_call() {
-    let live = resource(OnDelete::default());
-    let d = duplicate(&live, "team-b/web-0", now());
+fn a_duplicate_never_acts_and_is_removed_without_a_call_that_changes_anything() {
+    let live = created_at(resource(OnDelete::default()), now());
+    let older = claimant(
+        "team-b/web-0",
+        "0b8a3c1e-0000-4000-8000-0000000000b0",
+        now() - SignedDuration::from_mins(1),
+        true,
+    );
+    let mut pass = Pass::new(&live, instance_tagged(InstanceStatus::Running, None));
+    pass.claimants = vec![older.clone()];
+    let d = pass.done();
     assert_not_ready(&d, true, "DuplicateInstance");
     assert!(condition(&d, STALLED).2.contains("team-b/web-0"));
 
-    let gone = duplicate(&deleted(after(&live, &d)), "team-b/web-0", now());
-    assert_eq!(gone.next, Next::RemoveFinalizer);
-    assert_condition(&gone, RELEASED, "False", "DuplicateRemoved");
-    assert_eq!(event_reasons(&gone), [("DuplicateRemoved", true)]);
-    assert!(gone.events[0].note.contains("not released"));
+    let gone = deleted(after(&live, &d));
+    let mut pass = Pass::new(&gone, instance_tagged(InstanceStatus::Stopped, None));
+    pass.claimants = vec![older];
+    let d = pass.done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "False", "DuplicateRemoved");
+    assert_eq!(event_reasons(&d), [("DuplicateRemoved", true)]);
+    assert!(d.events[0].note.contains("not released"));
+}
+
+#[test]
+fn the_owner_tag_decides_over_an_older_resource() {
+    // A restore or a race left an older resource naming the instance, but the tag is ours.
+    let r = created_at(observed_then_deleted(OnDelete::default()), now());
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.claimants = vec![claimant(
+        "team-b/web-0",
+        "0b8a3c1e-0000-4000-8000-0000000000b0",
+        now() - SignedDuration::from_hours(1),
+        true,
+    )];
+    assert!(matches!(pass.call(), CloudCall::Delete(_)));
+
+    // Tagged for another resource of the cluster: a duplicate of that one, whatever the ages.
+    let other_uid = "0b8a3c1e-0000-4000-8000-0000000000c0";
+    let mut pass = Pass::new(
+        &r,
+        instance_tagged(InstanceStatus::Stopped, Some(other_uid)),
+    );
+    pass.claimants = vec![claimant(
+        "team-c/younger",
+        other_uid,
+        now() + SignedDuration::from_hours(1),
+        false,
+    )];
+    let d = pass.done();
+    assert_condition(&d, RELEASED, "False", "DuplicateRemoved");
+    assert!(d.events[0].note.contains("team-c/younger"));
+}
+
+#[test]
+fn a_resource_whose_credentials_never_listed_the_instance_does_not_pre_empt_the_owner() {
+    let live = created_at(resource(OnDelete::default()), now());
+    let mut pass = Pass::new(&live, instance_tagged(InstanceStatus::Running, None));
+    pass.claimants = vec![claimant(
+        "elsewhere/blind",
+        "0b8a3c1e-0000-4000-8000-0000000000a0",
+        now() - SignedDuration::from_hours(1),
+        false,
+    )];
+    assert!(
+        matches!(pass.call(), CloudCall::Tag(_)),
+        "it tags the instance"
+    );
+}
+
+#[test]
+fn equal_creation_times_give_exactly_one_owner() {
+    let (uid_a, uid_b) = (
+        "0b8a3c1e-0000-4000-8000-00000000000a",
+        "0b8a3c1e-0000-4000-8000-00000000000b",
+    );
+    let mut a = created_at(resource(OnDelete::default()), now());
+    a.metadata.uid = Some(uid_a.into());
+    let mut b = a.clone();
+    b.metadata.uid = Some(uid_b.into());
+    let untagged = instance_tagged(InstanceStatus::Running, None);
+    let mut pass_a = Pass::new(&a, untagged.clone());
+    pass_a.claimants = vec![claimant("default/web-1", uid_b, now(), true)];
+    let mut pass_b = Pass::new(&b, untagged);
+    pass_b.claimants = vec![claimant("default/web-1", uid_a, now(), true)];
+    let tags = [
+        matches!(pass_a.plan(), Plan::Call(CloudCall::Tag(_))),
+        matches!(pass_b.plan(), Plan::Call(CloudCall::Tag(_))),
+    ];
+    assert_eq!(tags, [true, false], "the lower UID tags, the other waits");
+
+    // Whichever tag landed decides; neither refuses for good.
+    for (tagged_for, owner_acts) in [(uid_a, true), (uid_b, false)] {
+        let tagged = instance_tagged(InstanceStatus::Running, Some(tagged_for));
+        let mut pass_a = Pass::new(&a, tagged.clone());
+        pass_a.claimants = vec![claimant("default/web-1", uid_b, now(), true)];
+        let reason = pass_a.done().reason().unwrap().to_string();
+        let expected = if owner_acts {
+            "InstanceObserved"
+        } else {
+            "DuplicateInstance"
+        };
+        assert_eq!(reason, expected, "tagged for {tagged_for}");
+    }
+}
+
+/// A DeleteInstance whose answer never came (timeout, reset, 5xx, unreadable 200): the intent
+/// stays, nothing is sent again while the release may still show, and "not listed" afterwards is
+/// this resource's release.
+#[test]
+fn an_unknown_outcome_keeps_the_intent_and_ends_as_released_by_this_resource() {
+    let r = observed_then_deleted(OnDelete::default());
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.intent_at = Some(now());
+    for error in [
+        EcsError::new("DeleteInstance", ErrorKind::Timeout, "no answer within 10s"),
+        EcsError::new("DeleteInstance", ErrorKind::Transport, "connection reset"),
+        api_error("DeleteInstance", 500, "InternalError", "oops"),
+    ] {
+        let d = pass.with_result(Err(error.clone()));
+        assert_not_ready(&d, false, "ReleaseOutcomeUnknown");
+        let release = d.status.release.clone().expect("the intent stays");
+        assert_eq!(
+            (release.request_id, release.requested_at),
+            (None, Some(Time(now())))
+        );
+        assert_eq!(
+            d.status.last_error.as_ref().unwrap().action,
+            "DeleteInstance"
+        );
+
+        let unknown = after(&r, &d);
+        let mut soon = Pass::new(&unknown, owned(InstanceStatus::Stopped));
+        soon.now = now() + SignedDuration::from_secs(30);
+        assert_not_ready(&soon.done(), false, "ReleaseOutcomeUnknown");
+
+        let d = Pass::new(&unknown, Observation::Absent).done();
+        assert_eq!(d.next, Next::RemoveFinalizer);
+        assert_condition(&d, RELEASED, "True", "Released");
+        assert!(
+            d.events[0].note.contains("answer lost"),
+            "{}",
+            d.events[0].note
+        );
+    }
+    // A definite refusal leaves no intent: ECS did not release it.
+    let d = pass.with_result(Err(api_error(
+        "DeleteInstance",
+        403,
+        "InvalidOperation.DeletionProtection",
+        "protected",
+    )));
+    assert!(d.status.release.is_none());
+}
+
+/// Orphan set after a release was asked for: never untag an instance being released, and say
+/// what ECS was told.
+#[test]
+fn orphan_after_an_accepted_release_reports_the_release() {
+    let r = observed_then_deleted(OnDelete::default());
+    let accepted =
+        Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Ok(RequestId("DEL-9".into())));
+    let mut switched = after(&r, &accepted);
+    switched.spec.deletion_policy = DeletionPolicy::Orphan;
+    let d = Pass::new(&switched, owned(InstanceStatus::Stopped)).done();
+    assert_not_ready(&d, false, "WaitingForRelease");
+    assert!(condition(&d, RECONCILING).2.contains("DEL-9"));
+
+    let d = Pass::new(&switched, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "True", "Released");
+
+    let mut late = Pass::new(&switched, owned(InstanceStatus::Stopped));
+    late.now = now() + SignedDuration::from_mins(11);
+    let d = late.done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert!(d.events[0].note.contains("DEL-9"), "{}", d.events[0].note);
 }
 
 #[test]
@@ -939,8 +1138,8 @@ fn a_release_whose_answer_was_lost_is_not_resent_at_once_and_ends_as_released() 
     let mut intent = r.clone();
     intent.status = Some(with_release_intent(&r, now()));
     let d = Pass::new(&intent, owned(InstanceStatus::Stopped)).done();
-    assert_not_ready(&d, false, "WaitingForRelease");
-    assert!(condition(&d, RECONCILING).2.contains("not recorded"));
+    assert_not_ready(&d, false, "ReleaseOutcomeUnknown");
+    assert!(condition(&d, RECONCILING).2.contains("outcome is unknown"));
 
     let mut later = Pass::new(&intent, owned(InstanceStatus::Stopped));
     later.now = now() + SignedDuration::from_mins(2);

@@ -82,6 +82,7 @@ async fn run(args: Args) -> Result<(), String> {
         recheck: args.resync_period,
         transition: args.transition_poll,
         release_timeout: args.release_timeout,
+        release_resend: args.release_resend_after,
         ..Default::default()
     };
 
@@ -119,7 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         lead_then_run(&args, client, ctx, shutdown).await
     } else {
         readiness.set_ready();
-        ctx.metrics.set_leading(true);
+        ctx.shell.metrics.set_leading(true);
         run_controllers(&args, ctx, shutdown).await;
         Ok(())
     }
@@ -196,9 +197,9 @@ async fn lead_then_run(
         }
     }
     info!(%identity, "holding the Lease; reconciling");
-    ctx.metrics.set_leading(true);
+    ctx.shell.metrics.set_leading(true);
     let controllers = shutdown.child_token();
-    let ctx_metrics = ctx.metrics.clone();
+    let ctx_metrics = ctx.shell.metrics.clone();
     let lost = async {
         while leading.changed().await.is_ok() {
             if !*leading.borrow_and_update() {

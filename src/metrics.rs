@@ -58,7 +58,14 @@ pub struct Metrics {
     deletions_blocked: Gauge,
     leader: Gauge,
     deletions_blocked_by_reason: Family<ReasonLabels, Gauge>,
+    watch_failing: Family<NamespaceLabels, Gauge>,
     deletions: Mutex<Deletions>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The watched namespace, `*` for a watch of all.
+    pub namespace: String,
 }
 
 /// Which resources are being deleted, and which of those need a person (`Stalled`, with the
@@ -135,6 +142,12 @@ impl Default for Metrics {
                 })
                 .set(0);
         }
+        let watch_failing = Family::<NamespaceLabels, Gauge>::default();
+        registry.register(
+            "watch_failing",
+            "1 while the EcsInstance watch of a namespace (`*`: all) fails, e.g. 403 after its RoleBinding went",
+            watch_failing.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -153,6 +166,7 @@ impl Default for Metrics {
             deletions_in_progress,
             deletions_blocked,
             deletions_blocked_by_reason,
+            watch_failing,
             deletions: Mutex::new(Deletions::default()),
         }
     }
@@ -164,6 +178,15 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+
+    /// Whether the watch of `namespace` fails now.
+    pub fn watch_failing(&self, namespace: &str, failing: bool) {
+        self.watch_failing
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_string(),
+            })
+            .set(i64::from(failing));
     }
 
     /// Whether this replica reconciles now.

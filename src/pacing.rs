@@ -2,15 +2,9 @@
 //! a per-resource exponential backoff with jitter for failures, reset by the first pass that does
 //! not need one. kube-runtime has no per-object backoff (kube-rs/kube#1916), hence this module.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use kube::runtime::reflector::ObjectRef;
-use rand::Rng;
-
-use crate::{
-    decision::{Backoff, Pace},
-    resource::EcsInstance,
-};
+use crate::decision::{Backoff, Pace};
 
 /// The controller's timing knobs. Defaults suit production; tests shorten them.
 #[derive(Debug, Clone)]
@@ -36,8 +30,8 @@ pub struct Timings {
     pub backoff_cap: Duration,
     /// A `StopInstance` is not repeated within this while (the instance may still show Running).
     pub stop_grace: Duration,
-    /// A `DeleteInstance` whose answer a restart lost is sent again only after this while, so a
-    /// release that was accepted can show first (a release takes seconds to disappear).
+    /// A `DeleteInstance` whose outcome is unknown is sent again only if the instance is still
+    /// listed this long after it was sent, so a release that ECS processed can show first.
     pub release_resend: Duration,
     /// An accepted release whose instance is still listed after this long is reported Stalled.
     pub release_timeout: Duration,
@@ -56,79 +50,66 @@ impl Default for Timings {
             slow_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(600),
             stop_grace: Duration::from_secs(60),
-            release_resend: Duration::from_secs(15),
+            release_resend: Duration::from_secs(300),
             release_timeout: Duration::from_secs(600),
         }
     }
 }
 
-/// Consecutive failures per resource, for the exponential backoff.
-#[derive(Default)]
-pub struct FailureCounts(Mutex<HashMap<ObjectRef<EcsInstance>, u32>>);
-
-impl FailureCounts {
-    /// The wait before the next pass. A backoff pace counts one more failure; any other pace
-    /// resets the count.
-    pub fn delay(
-        &self,
-        timings: &Timings,
-        object: &ObjectRef<EcsInstance>,
-        pace: Pace,
-    ) -> Duration {
-        let mut counts = self.0.lock().expect("failure counts lock");
-        let mut count = || {
-            let failures = counts.entry(object.clone()).or_insert(0);
-            *failures = failures.saturating_add(1);
-            *failures
-        };
-        let base = match pace {
-            Pace::Backoff(kind) => {
-                let base = match kind {
-                    Backoff::Normal => timings.backoff_base,
-                    Backoff::Throttled => timings.throttled_base,
-                    Backoff::Slow => timings.slow_base,
-                };
-                return exponential_with_jitter(base, count(), timings.backoff_cap);
-            }
-            Pace::Recheck => {
-                let first = timings.recheck_first.min(timings.recheck);
-                let exponent = count().saturating_sub(1).min(30);
-                return jittered(first.saturating_mul(1u32 << exponent).min(timings.recheck));
-            }
-            Pace::Transition => timings.transition,
-            Pace::Waiting => timings.waiting,
-            Pace::Steady => jittered(timings.steady),
-        };
-        counts.remove(object);
-        base
-    }
-
-    /// A resource that is gone needs no count.
-    pub fn forget(&self, object: &ObjectRef<EcsInstance>) {
-        self.0.lock().expect("failure counts lock").remove(object);
-    }
+/// The wait before the next pass. A backoff or recheck pace counts one more consecutive failure
+/// in `failures` (kept per resource by the caller); any other pace resets it. `unit` is a
+/// uniform sample of [0, 1) for the jitter, so the simulation can make it deterministic.
+pub fn delay(timings: &Timings, pace: Pace, failures: &mut u32, unit: f64) -> Duration {
+    let mut count = || {
+        *failures = failures.saturating_add(1);
+        *failures
+    };
+    let base = match pace {
+        Pace::Backoff(kind) => {
+            let base = match kind {
+                Backoff::Normal => timings.backoff_base,
+                Backoff::Throttled => timings.throttled_base,
+                Backoff::Slow => timings.slow_base,
+            };
+            return exponential_with_jitter(base, count(), timings.backoff_cap, unit);
+        }
+        Pace::Recheck => {
+            let first = timings.recheck_first.min(timings.recheck);
+            let exponent = count().saturating_sub(1).min(30);
+            return jittered(
+                first.saturating_mul(1u32 << exponent).min(timings.recheck),
+                unit,
+            );
+        }
+        Pace::Transition => timings.transition,
+        Pace::Waiting => timings.waiting,
+        Pace::Steady => jittered(timings.steady, unit),
+    };
+    *failures = 0;
+    base
 }
 
 /// `base · 2^(failures−1)`, capped, then "equal jitter": half fixed, half random, so retries of
 /// many resources that failed together spread out instead of arriving in waves.
-fn exponential_with_jitter(base: Duration, failures: u32, cap: Duration) -> Duration {
+fn exponential_with_jitter(base: Duration, failures: u32, cap: Duration, unit: f64) -> Duration {
     let exponent = failures.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exponent).min(cap);
     let half = full / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
+    half + half.mul_f64(unit)
 }
 
 /// ±20%, so resyncs of resources created together do not stay in lockstep.
-fn jittered(period: Duration) -> Duration {
-    period.mul_f64(rand::rng().random_range(0.8..1.2))
+fn jittered(period: Duration, unit: f64) -> Duration {
+    period.mul_f64(0.8 + 0.4 * unit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
-    fn object() -> ObjectRef<EcsInstance> {
-        ObjectRef::new("web-1").within("default")
+    fn unit() -> f64 {
+        rand::rng().random()
     }
 
     #[test]
@@ -138,14 +119,12 @@ mod tests {
             backoff_cap: Duration::from_secs(60),
             ..Default::default()
         };
-        let counts = FailureCounts::default();
+        let mut failures = 0;
         let failing = Pace::Backoff(Backoff::Normal);
-        let mut upper_bounds = Vec::new();
-        for _ in 0..8 {
-            let delay = counts.delay(&timings, &object(), failing);
-            upper_bounds.push(delay);
-        }
-        for (n, delay) in upper_bounds.iter().enumerate() {
+        let delays: Vec<Duration> = (0..8)
+            .map(|_| delay(&timings, failing, &mut failures, unit()))
+            .collect();
+        for (n, delay) in delays.iter().enumerate() {
             let full = Duration::from_secs(2 * (1 << n)).min(Duration::from_secs(60));
             assert!(
                 *delay >= full / 2 && *delay <= full,
@@ -155,10 +134,10 @@ mod tests {
             );
         }
         assert_eq!(
-            counts.delay(&timings, &object(), Pace::Transition),
+            delay(&timings, Pace::Transition, &mut failures, unit()),
             timings.transition
         );
-        let after_reset = counts.delay(&timings, &object(), failing);
+        let after_reset = delay(&timings, failing, &mut failures, unit());
         assert!(
             after_reset <= Duration::from_secs(2),
             "the count was reset: {after_reset:?}"
@@ -168,9 +147,9 @@ mod tests {
     #[test]
     fn stalled_rechecks_start_at_a_minute_and_back_off_to_the_recheck_period() {
         let timings = Timings::default();
-        let counts = FailureCounts::default();
+        let mut failures = 0;
         let rechecks: Vec<Duration> = (0..5)
-            .map(|_| counts.delay(&timings, &object(), Pace::Recheck))
+            .map(|_| delay(&timings, Pace::Recheck, &mut failures, unit()))
             .collect();
         let within = |d: Duration, around: u64| {
             d >= Duration::from_secs(around).mul_f64(0.8)
@@ -184,9 +163,9 @@ mod tests {
     #[test]
     fn steady_resync_is_jittered_around_the_period() {
         let timings = Timings::default();
-        let counts = FailureCounts::default();
+        let mut failures = 0;
         let delays: Vec<Duration> = (0..50)
-            .map(|_| counts.delay(&timings, &object(), Pace::Steady))
+            .map(|_| delay(&timings, Pace::Steady, &mut failures, unit()))
             .collect();
         assert!(
             delays

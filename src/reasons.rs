@@ -54,6 +54,7 @@ reasons!(
     WaitingForStopped,
     StopRequested,
     ReleaseRequested,
+    ReleaseOutcomeUnknown,
     WaitingForRelease,
     IncorrectInstanceStatus,
     IncorrectInstanceStatusInitializing,
@@ -113,6 +114,7 @@ impl Reason {
             | WaitingForStopped
             | StopRequested
             | ReleaseRequested
+            | ReleaseOutcomeUnknown
             | WaitingForRelease
             | IncorrectInstanceStatus
             | IncorrectInstanceStatusInitializing
@@ -149,6 +151,7 @@ impl Reason {
             | WaitingForInitialization
             | StopRequested
             | ReleaseRequested
+            | ReleaseOutcomeUnknown
             | WaitingForRelease
             | IncorrectInstanceStatus => Pace::Transition,
             IncorrectInstanceStatusInitializing | DependencyViolationSLBConfiguring | Retrying => {
@@ -192,6 +195,9 @@ impl Reason {
             StopRequested => "StopInstance was accepted; waiting for Stopped",
             ReleaseRequested => {
                 "DeleteInstance was accepted (also the `Released` condition until the instance is gone)"
+            }
+            ReleaseOutcomeUnknown => {
+                "DeleteInstance was sent but its outcome is unknown (timeout, connection lost, 5xx); the intent is kept in `status.release` and the instance is observed before anything else is sent"
             }
             WaitingForRelease => {
                 "DeleteInstance was accepted (RequestId in `status.release`); waiting for the instance to disappear"
@@ -256,6 +262,9 @@ impl Reason {
             | IncorrectInstanceStatusInitializing
             | DependencyViolationSLBConfiguring => {
                 "Nothing to do: the controller retries with backoff"
+            }
+            ReleaseOutcomeUnknown => {
+                "Nothing to do: if the instance is still listed after --release-resend-after, DeleteInstance is sent again"
             }
             UnexpectedError => {
                 "The controller retries slowly; look up the code in the ECS API documentation if it persists"

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// The finalizer that holds an `EcsInstance` until its instance is released (or orphaned).
 pub const FINALIZER: &str = "ecs.alicloud.dev/release-instance";
 
+/// The finalizer on a credentials Secret that an `EcsInstance` holding [`FINALIZER`] names: the
+/// Secret stays readable until no such resource needs it, so a prune or a namespace teardown
+/// that deletes it with the resources never strands a release (design.md §6).
+pub const SECRET_IN_USE_FINALIZER: &str = "ecs.alicloud.dev/credentials-in-use";
+
 /// Tag on the ECS instance naming its owner, `<namespace>/<name>` (for people reading the console).
 pub const OWNER_TAG: &str = "ecs.alicloud.dev/owner";
 /// Tag on the ECS instance with its owner's UID: the one that counts.

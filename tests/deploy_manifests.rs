@@ -351,6 +351,8 @@ async fn service_account_has_exactly_the_rights_the_controller_needs() {
         ("get", "secrets", None, team),
         ("list", "secrets", None, everywhere),
         ("watch", "secrets", None, everywhere),
+        // The in-use finalizer of credentials Secrets.
+        ("patch", "secrets", None, team),
         ("create", "events.events.k8s.io", None, team),
         ("patch", "events.events.k8s.io", None, team),
         ("get", LEASES, None, own),
@@ -367,7 +369,6 @@ async fn service_account_has_exactly_the_rights_the_controller_needs() {
         ("update", ECSINSTANCES, Some("status"), team),
         ("create", "secrets", None, team),
         ("update", "secrets", None, team),
-        ("patch", "secrets", None, team),
         ("delete", "secrets", None, team),
         ("create", "secrets", None, own),
         ("list", "pods", None, team),

@@ -2,9 +2,11 @@
 //! HTTP/1.1 server in this test answers like ECS until it is told to misbehave, one way at a
 //! time — an HTML 502 page, invalid JSON, `{}`, `{"RequestId":"x"}`, a 200 MiB body streamed
 //! (never held by the server), a gzip bomb, one byte a second, reset connections, a redirect to
-//! another local port, an error with a 1 MiB message, an error full of control characters and
-//! `InvalidInstanceId.NotFound` from `DescribeInstances` — while EcsInstance resources are being
-//! deleted against the real test control plane.
+//! another local port, an error with a 1 MiB message, an error full of control characters,
+//! `InvalidInstanceId.NotFound` from `DescribeInstances`, and `DescribeInstances` answers that
+//! list an instance nobody asked for or the asked IDs re-cased (the asked ID then "not listed":
+//! the instance would look gone) — while EcsInstance resources are being deleted against the
+//! real test control plane.
 //!
 //! For each behaviour it asserts: the controller process stays up with a bounded RSS; every
 //! deleting resource keeps its finalizer and no release is recorded (nothing ever reaches the
@@ -75,7 +77,14 @@ enum Hostile {
     HugeMessage,
     ControlChars,
     DescribeNotFound,
+    /// `DescribeInstances` lists the asked instances and [`STRANGER`], which nobody asked for.
+    DescribeExtraId,
+    /// `DescribeInstances` lists the asked instances with their IDs in upper case.
+    DescribeRecasedIds,
 }
+
+/// The instance the `DescribeExtraId` answer adds.
+const STRANGER: &str = "i-hostilestranger";
 
 /// Which call must fail with the hostile answer (every other call is answered like ECS would).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,7 +351,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             )
             .await;
         }
-        Some(hostile) => misbehave(stream, &shared, hostile, &request_id, &query).await,
+        Some(hostile) => {
+            let asked = Asked {
+                action: &action,
+                params: &params,
+                query: &query,
+            };
+            misbehave(stream, &shared, hostile, &request_id, asked).await;
+        }
     }
 }
 
@@ -445,12 +461,20 @@ fn answer_like_ecs(
     }
 }
 
+/// The request a hostile answer answers.
+struct Asked<'a> {
+    action: &'a str,
+    params: &'a BTreeMap<String, String>,
+    /// The raw query string, as signed.
+    query: &'a str,
+}
+
 async fn misbehave(
     mut stream: TcpStream,
     shared: &Shared,
     hostile: Hostile,
     request_id: &str,
-    query: &str,
+    asked: Asked<'_>,
 ) {
     let json_type = "application/json;charset=utf-8";
     match hostile {
@@ -524,7 +548,7 @@ async fn misbehave(
         }
         Hostile::Redirect => {
             // The whole signed query goes along, as a hostile proxy would send it on.
-            let location = format!("http://{}/?{query}", shared.redirect_target);
+            let location = format!("http://{}/?{}", shared.redirect_target, asked.query);
             respond(
                 &mut stream,
                 302,
@@ -576,6 +600,51 @@ async fn misbehave(
             respond(
                 &mut stream,
                 404,
+                json_type,
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await;
+        }
+        Hostile::DescribeExtraId | Hostile::DescribeRecasedIds
+            if asked.action != "DescribeInstances" =>
+        {
+            // A release is refused outright: nothing is accepted, no outcome is left unknown.
+            let body = json!({
+                "RequestId": request_id,
+                "Code": "IncorrectInstanceStatus",
+                "Message": "The current status of the resource does not support this operation.",
+            });
+            respond(
+                &mut stream,
+                403,
+                json_type,
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await;
+        }
+        Hostile::DescribeExtraId | Hostile::DescribeRecasedIds => {
+            // The honest answer, then made wrong in a way its shape does not show.
+            let (status, mut body) =
+                answer_like_ecs(shared, asked.action, asked.params, request_id);
+            let listed = body["Instances"]["Instance"]
+                .as_array_mut()
+                .expect("an instance list");
+            if hostile == Hostile::DescribeExtraId {
+                let mut stranger = listed.first().cloned().unwrap_or_else(|| json!({}));
+                stranger["InstanceId"] = json!(STRANGER);
+                listed.push(stranger);
+            } else {
+                for instance in listed.iter_mut() {
+                    let id = instance["InstanceId"].as_str().unwrap_or_default();
+                    instance["InstanceId"] = json!(id.to_uppercase());
+                }
+            }
+            body["TotalCount"] = json!(listed.len());
+            respond(
+                &mut stream,
+                status,
                 json_type,
                 &[],
                 body.to_string().as_bytes(),
@@ -873,6 +942,9 @@ async fn a_hostile_endpoint_never_costs_a_finalizer_memory_or_a_secret() {
         &[
             "--ecs-call-deadline=5s",
             "--ecs-max-body-bytes=4194304",
+            // A DeleteInstance whose outcome is unknown is sent again on the next look, so each
+            // Delete phase meets its own misbehaviour.
+            "--release-resend-after=1s",
             &format!("--namespaces={namespace}"),
         ],
         &log,
@@ -931,14 +1003,16 @@ async fn a_hostile_endpoint_never_costs_a_finalizer_memory_or_a_secret() {
             name: "200 MiB body (x3)",
             hostile: Hostile::HugeBody,
             target: Target::Delete,
-            reason: "UnexpectedError",
+            // An unreadable 200: ECS may have released the instance.
+            reason: "ReleaseOutcomeUnknown",
             markers: vec!["4 MiB limit".into()],
         },
         Phase {
             name: "gzip bomb (x3)",
             hostile: Hostile::GzipBomb,
             target: Target::Delete,
-            reason: "UnexpectedError",
+            // An unreadable 200: ECS may have released the instance.
+            reason: "ReleaseOutcomeUnknown",
             markers: vec!["not JSON".into()],
         },
         Phase {
@@ -959,7 +1033,8 @@ async fn a_hostile_endpoint_never_costs_a_finalizer_memory_or_a_secret() {
             name: "connection reset",
             hostile: Hostile::Reset,
             target: Target::Delete,
-            reason: "Retrying",
+            // Reset after sending: ECS may have released the instance.
+            reason: "ReleaseOutcomeUnknown",
             markers: vec!["HTTP exchange failed".into()],
         },
         Phase {
@@ -989,6 +1064,20 @@ async fn a_hostile_endpoint_never_costs_a_finalizer_memory_or_a_secret() {
             target: Target::Describe,
             reason: "UnexpectedError",
             markers: vec!["InvalidInstanceId.NotFound".into()],
+        },
+        Phase {
+            name: "extra ID (Describe)",
+            hostile: Hostile::DescribeExtraId,
+            target: Target::Describe,
+            reason: "UnexpectedError",
+            markers: vec!["that was not asked for".into(), STRANGER.into()],
+        },
+        Phase {
+            name: "re-cased ID (Describe)",
+            hostile: Hostile::DescribeRecasedIds,
+            target: Target::Describe,
+            reason: "UnexpectedError",
+            markers: vec!["that was not asked for".into(), "I-HOSTILE".into()],
         },
     ];
 
@@ -1251,7 +1340,7 @@ async fn a_hostile_endpoint_never_costs_a_finalizer_memory_or_a_secret() {
 
     let mut table = String::from(
         "\nhostile endpoint: the real controller binary, 3 deleting EcsInstances, \
-         --ecs-call-deadline=5s\n",
+         --ecs-call-deadline=5s --release-resend-after=1s\n",
     );
     let _ = writeln!(
         table,

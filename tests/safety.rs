@@ -16,7 +16,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use support::{Harness, call_succeeded, condition_message, fast_timings};
@@ -65,15 +65,17 @@ async fn a_key_of_another_account_never_turns_not_listed_into_released() {
     h.wait_for_condition("web-1", READY, "True", "InstanceObserved")
         .await;
 
-    // The Secret is rotated to a valid key of another account, then the resource is deleted.
+    // The Secret is rotated in place (a Secret in use cannot be deleted and recreated: it
+    // carries the in-use finalizer) to a valid key of another account; then the resource is
+    // deleted.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(h.ns.client.clone(), &h.ns.name);
+    let rotated =
+        json!({ "stringData": { "accessKeyId": OTHER_KEY, "accessKeySecret": OTHER_SECRET } });
     secrets
-        .delete("team", &DeleteParams::default())
+        .patch("team", &PatchParams::default(), &Patch::Merge(&rotated))
         .await
-        .expect("delete Secret");
-    h.create_credentials_secret("team", OTHER_KEY, OTHER_SECRET)
-        .await;
+        .expect("rotate the Secret");
     h.delete("web-1").await;
     let stalled = h
         .wait_for_condition("web-1", STALLED, "True", "InstanceNoLongerVisible")

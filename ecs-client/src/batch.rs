@@ -5,7 +5,9 @@
 //! admitted by the rate limiter (`ready`), whichever comes first — so while the limiter makes
 //! calls wait, batches grow instead of queueing one ID each. The batch then runs in its own task
 //! (so no waiter's cancellation cancels it) and every waiter gets its own answer: the instance,
-//! `None` when absent, or a clone of the call's error.
+//! `None` when absent, or a clone of the call's error. An answer that listed an instance the
+//! call did not ask for is such an error (see `EcsClient::describe_instances`), so then no
+//! lookup of the batch reads absent.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -297,21 +299,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_instance_nobody_asked_for_answers_nobody() {
+    async fn an_instance_nobody_asked_for_fails_every_lookup_of_the_batch() {
         let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
-        // The fetch answers with an instance that was not asked for (a confused server).
-        let stranger = || -> Fetch {
-            Box::new(|_ids: Vec<String>| async { Ok(vec![instance("i-stranger")]) }.boxed())
+        // What `describe_instances` makes of an answer that lists `I-0001` for `i-0001` (a
+        // confused server): none of the batch, found or not, may read as absent.
+        let confused = || -> Fetch {
+            Box::new(|_ids: Vec<String>| {
+                async {
+                    Err(EcsError::new(
+                        "DescribeInstances",
+                        ErrorKind::InvalidBody,
+                        "DescribeInstances listed instance \"I-0001\" that was not asked for",
+                    ))
+                }
+                .boxed()
+            })
         };
-        let tasks: Vec<_> = ["i-0001", "i-0003"]
+        let tasks: Vec<_> = ["i-0001", "i-0002", "i-0003"]
             .map(|id| {
-                let (b, f) = (batcher.clone(), stranger());
+                let (b, f) = (batcher.clone(), confused());
                 tokio::spawn(async move { b.lookup("k", id, f, at_once()).await })
             })
             .into_iter()
             .collect();
         for task in tasks {
-            assert_eq!(task.await.unwrap(), Ok(None));
+            let err = task.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidBody);
+            assert!(err.message().contains("\"I-0001\""), "{err}");
         }
     }
 

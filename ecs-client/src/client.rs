@@ -180,7 +180,10 @@ impl EcsClient {
     /// The instances among `ids` that exist (absent ones are simply missing; order as the API
     /// returns them). Duplicates are asked once; calls of up to 100 IDs, every page read. An
     /// answer that does not have the shape of a `DescribeInstances` answer is an error, never an
-    /// absence; an instance the answer lists but that was not asked for is ignored.
+    /// absence. So is an answer that lists any instance ID the call did not ask for, compared
+    /// byte for byte (`I-ABC` or `i-abc ` for `i-abc`): such an answer is not about the IDs
+    /// asked, and reading it as "not listed" would report an instance absent. An instance
+    /// listed twice counts once (its first listing).
     pub async fn describe_instances(
         &self,
         region: &str,
@@ -218,21 +221,9 @@ impl EcsClient {
                 })?;
                 let on_page = response.instances.instance.len();
                 listed += on_page;
-                for instance in response.instances.instance.into_iter().map(Instance::from) {
-                    // Only what was asked, once: an extra or repeated instance in the answer is
-                    // never attributed to any lookup.
-                    let id = instance.instance_id.as_str();
-                    if !asked.contains(id) {
-                        tracing::debug!(
-                            instance_id = %clean_text(id, 64),
-                            "DescribeInstances listed an instance that was not asked for; ignored"
-                        );
-                        continue;
-                    }
-                    if answered.insert(instance.instance_id.clone()) {
-                        found.push(instance);
-                    }
-                }
+                let page = response.instances.instance.into_iter().map(Instance::from);
+                take_page(&asked, page, &mut answered, &mut found)
+                    .map_err(|stranger| not_asked_for(answer.status, &creds.redact(&stranger)))?;
                 // Stop on a short or empty page, at TotalCount, or once every ID was answered
                 // (a server can never return more instances than the IDs asked for).
                 let done = on_page < MAX_IDS_PER_DESCRIBE
@@ -420,6 +411,46 @@ impl EcsClient {
     }
 }
 
+/// Adds one page of a `DescribeInstances` answer to `found`, each asked ID once (its first
+/// listing counts). `Err` carries the first listed ID that is not in `asked`, byte for byte.
+fn take_page(
+    asked: &HashSet<&str>,
+    page: impl IntoIterator<Item = Instance>,
+    answered: &mut HashSet<String>,
+    found: &mut Vec<Instance>,
+) -> Result<(), String> {
+    for instance in page {
+        if !asked.contains(instance.instance_id.as_str()) {
+            return Err(instance.instance_id);
+        }
+        if answered.insert(instance.instance_id.clone()) {
+            found.push(instance);
+        }
+    }
+    Ok(())
+}
+
+/// Longest part of an unexpected instance ID quoted in an error (characters).
+const MAX_QUOTED_ID_CHARS: usize = 64;
+
+/// The error for a `DescribeInstances` answer that listed `id` without being asked for it. The
+/// ID is quoted (`{:?}`) so that a trailing space or a changed letter case shows, then cleaned.
+fn not_asked_for(status: u16, id: &str) -> EcsError {
+    let mut quoted: String = id.chars().take(MAX_QUOTED_ID_CHARS).collect();
+    if quoted.len() < id.len() {
+        quoted.push('…');
+    }
+    EcsError::with_status(
+        "DescribeInstances",
+        ErrorKind::InvalidBody,
+        status,
+        format!(
+            "DescribeInstances listed instance {} that was not asked for",
+            clean_text(&format!("{quoted:?}"), 2 * MAX_QUOTED_ID_CHARS)
+        ),
+    )
+}
+
 /// The quota a call counts against: ECS throttles per account, region and API (the action is
 /// the limiter's second key).
 fn quota_scope(endpoint: &str, region: &str, creds: &Credentials) -> QuotaScope {
@@ -516,5 +547,88 @@ mod tests {
             client.describe_instances("cn-hangzhou", &creds, &[]).await,
             Ok(vec![])
         );
+    }
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            instance_id: id.to_owned(),
+            region_id: "cn-hangzhou".into(),
+            zone_id: "cn-hangzhou-g".into(),
+            status: crate::model::InstanceStatus::Running,
+            charge_type: "PostPaid".into(),
+            deletion_protection: false,
+            lock_reasons: vec![],
+            expired_time: None,
+            tags: Default::default(),
+        }
+    }
+
+    /// `take_page` over one page listing `listed`, for the asked `i-abc12345` and `i-def67890`.
+    fn take(listed: &[&str]) -> Result<Vec<String>, String> {
+        let asked: HashSet<&str> = ["i-abc12345", "i-def67890"].into();
+        let (mut answered, mut found) = (HashSet::new(), Vec::new());
+        take_page(
+            &asked,
+            listed.iter().map(|id| instance(id)),
+            &mut answered,
+            &mut found,
+        )?;
+        Ok(found.into_iter().map(|i| i.instance_id).collect())
+    }
+
+    #[test]
+    fn a_page_of_asked_instances_is_taken_once_each() {
+        assert_eq!(
+            take(&["i-def67890", "i-abc12345", "i-def67890"]),
+            Ok(vec!["i-def67890".to_owned(), "i-abc12345".to_owned()])
+        );
+        assert_eq!(take(&[]), Ok(vec![]));
+    }
+
+    #[test]
+    fn an_instance_that_was_not_asked_for_fails_the_page() {
+        assert_eq!(
+            take(&["i-abc12345", "i-other0001"]),
+            Err("i-other0001".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_re_cased_id_is_not_the_id_asked() {
+        assert_eq!(take(&["I-ABC12345"]), Err("I-ABC12345".to_owned()));
+        assert_eq!(
+            take(&["i-def67890", "i-ABC12345"]),
+            Err("i-ABC12345".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_id_with_a_trailing_space_is_not_the_id_asked() {
+        assert_eq!(take(&["i-abc12345 "]), Err("i-abc12345 ".to_owned()));
+        assert_eq!(take(&[" i-abc12345"]), Err(" i-abc12345".to_owned()));
+    }
+
+    #[test]
+    fn the_not_asked_for_error_quotes_the_id_visibly_and_bounded() {
+        let err = not_asked_for(200, "i-abc12345 ");
+        assert_eq!(err.kind(), ErrorKind::InvalidBody);
+        assert_eq!(err.class(), ErrorClass::Unknown);
+        assert_eq!(err.http_status(), Some(200));
+        assert_eq!(
+            err.message(),
+            "DescribeInstances listed instance \"i-abc12345 \" that was not asked for"
+        );
+        assert_eq!(
+            not_asked_for(200, "I-ABC12345").message(),
+            "DescribeInstances listed instance \"I-ABC12345\" that was not asked for"
+        );
+        // A hostile ID: long, with line breaks, escapes and bidi controls.
+        let hostile = format!("i-\r\nINFO forged\u{1b}[2J\u{202e}{}", "x".repeat(100_000));
+        let err = not_asked_for(200, &hostile);
+        let shown = err.to_string();
+        assert!(shown.len() < 300, "{shown}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(!shown.contains('\u{202e}'), "{shown:?}");
+        assert!(shown.contains("that was not asked for"), "{shown}");
     }
 }

@@ -279,6 +279,28 @@ impl EcsError {
         }
     }
 
+    /// Whether a *mutating* call that failed this way may nevertheless have been carried out by
+    /// ECS: no definite answer came back. True for a timeout, a connection broken after the
+    /// request may have been sent, any 5xx answer (with or without a code) except `Throttling*`
+    /// (the gateway's flow control answers before the call is processed), and an unreadable 2xx
+    /// answer. False when the request never reached the server (`Connect`, `InvalidRequest`),
+    /// for a 4xx API error with a code (a definite refusal), and for any other answer that is
+    /// not an API answer (a 3xx, an HTML 4xx page from a proxy).
+    ///
+    /// The client never repeats such a call by itself: the caller must find out what happened
+    /// (observe the instance) before it calls again.
+    pub fn outcome_unknown(&self) -> bool {
+        match self.0.kind {
+            ErrorKind::Timeout | ErrorKind::Transport => true,
+            ErrorKind::Connect | ErrorKind::InvalidRequest => false,
+            ErrorKind::Api | ErrorKind::InvalidBody => match self.0.http_status {
+                Some(500..) => self.class() != ErrorClass::Throttled,
+                Some(200..300) => self.0.kind == ErrorKind::InvalidBody,
+                _ => false,
+            },
+        }
+    }
+
     /// A short label for metrics: the API code, or the failure kind when there is none.
     pub fn outcome_label(&self) -> &str {
         self.0.code.as_deref().unwrap_or(match self.0.kind {
@@ -708,6 +730,52 @@ mod tests {
         );
         assert!(err.message().starts_with("a b z"));
         assert!(err.message().len() <= MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn outcome_unknown_when_a_mutation_may_have_been_processed() {
+        let api = |status: u16, code: &str| {
+            let body = format!(r#"{{"Code":"{code}","Message":"m","RequestId":"R"}}"#);
+            EcsError::from_response("DeleteInstance", status, body.as_bytes())
+        };
+        let unknown = [
+            EcsError::new("DeleteInstance", ErrorKind::Timeout, "t"),
+            EcsError::new("DeleteInstance", ErrorKind::Transport, "reset"),
+            api(500, "InternalError"),
+            api(503, "ServiceUnavailable"),
+            api(500, "UnknownError"),
+            // The status decides for 5xx, whatever the code says.
+            api(502, "Weird.Code"),
+            api(500, "IncorrectInstanceStatus"),
+            api(500, "Bad Code"),
+            EcsError::from_response("DeleteInstance", 502, b"<html>Bad Gateway</html>"),
+            EcsError::from_response("DeleteInstance", 504, b""),
+            EcsError::invalid_body("DeleteInstance", 200, b"{}", &|t: &str| t.to_owned()),
+            EcsError::invalid_body("DeleteInstance", 204, b"", &|t: &str| t.to_owned()),
+        ];
+        for err in &unknown {
+            assert!(err.outcome_unknown(), "{err}");
+        }
+        let definite = [
+            EcsError::new("DeleteInstance", ErrorKind::Connect, "refused"),
+            EcsError::new("DeleteInstance", ErrorKind::InvalidRequest, "bad region"),
+            // Flow control answers before processing, whatever the status.
+            api(400, "Throttling.User"),
+            api(503, "Throttling"),
+            api(500, "Throttling.Api"),
+            api(403, "IncorrectInstanceStatus"),
+            api(404, "InvalidInstanceId.NotFound"),
+            api(400, "SignatureDoesNotMatch"),
+            api(403, "Forbidden.RAM"),
+            api(400, "DryRunOperation"),
+            api(400, "Bad Code"),
+            EcsError::from_response("DeleteInstance", 429, b"slow down"),
+            EcsError::from_response("DeleteInstance", 403, b"<html>denied</html>"),
+            EcsError::with_status("DeleteInstance", ErrorKind::InvalidBody, 302, "redirect"),
+        ];
+        for err in &definite {
+            assert!(!err.outcome_unknown(), "{err}");
+        }
     }
 
     #[test]

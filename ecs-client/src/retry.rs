@@ -63,8 +63,9 @@ impl RetryConfig {
 pub(crate) enum Idempotency {
     /// `Describe*`: repeating changes nothing.
     ReadOnly,
-    /// Stop/Start/Delete: repeating after the server saw the request could act twice, or hide
-    /// an answer the reconciler must see.
+    /// Stop/Start/Delete, tags: repeating after the server saw the request could act twice, or
+    /// hide an answer the reconciler must see. So only a failure to connect is retried, never
+    /// one whose outcome is unknown ([`EcsError::outcome_unknown`]).
     Mutating,
 }
 
@@ -122,5 +123,19 @@ mod tests {
         assert!(!write.may_retry(&api("InternalError", 500)));
         assert!(!write.may_retry(&api("Throttling", 400)));
         assert!(!write.may_retry(&api("IncorrectInstanceStatus", 403)));
+
+        // A mutation that may have been processed is left to the caller, however transient.
+        let unknown = [
+            EcsError::new("A", ErrorKind::Timeout, "t"),
+            EcsError::new("A", ErrorKind::Transport, "reset"),
+            api("InternalError", 500),
+            api("ServiceUnavailable", 503),
+            EcsError::from_response("A", 502, b"<html>"),
+            EcsError::invalid_body("A", 200, b"{}", &|t: &str| t.to_owned()),
+        ];
+        for err in &unknown {
+            assert!(err.outcome_unknown(), "{err}");
+            assert!(!write.may_retry(err), "{err}");
+        }
     }
 }

@@ -531,6 +531,7 @@ async fn reset_connections_are_transport_errors() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
         assert_eq!(err.class(), ErrorClass::Transient);
+        assert!(err.outcome_unknown(), "the server had the request: {err}");
         assert_clean(&err);
         assert_eq!(server.request_count(), 1, "a mutation is not repeated");
         let err = client(&server)
@@ -641,17 +642,15 @@ async fn answers_of_the_wrong_shape_are_errors_never_absences() {
 }
 
 #[tokio::test]
-async fn an_instance_that_was_not_asked_for_is_ignored() {
+async fn an_instance_listed_twice_counts_once() {
     let server = Server::start(json(
         200,
         r#"{"RequestId":"R","TotalCount":2,"Instances":{"Instance":[
-            {"InstanceId":"i-other0001","Status":"Running"},
             {"InstanceId":"i-mine00001","Status":"Stopped"},
             {"InstanceId":"i-mine00001","Status":"Running"}]}}"#,
     ))
     .await;
-    let c = client(&server);
-    let found = c
+    let found = client(&server)
         .describe_instances(REGION, &creds(), &["i-mine00001".into()])
         .await
         .unwrap();
@@ -662,15 +661,57 @@ async fn an_instance_that_was_not_asked_for_is_ignored() {
         "Stopped",
         "the first listing counts"
     );
-    let creds = creds();
-    let (mine, absent) = tokio::join!(
-        c.lookup_instance(REGION, &creds, "i-mine00001"),
-        c.lookup_instance(REGION, &creds, "i-absent0001"),
-    );
-    assert_eq!(mine.unwrap().unwrap().instance_id, "i-mine00001");
-    assert_eq!(absent.unwrap(), None, "i-other0001 is not anyone's answer");
+}
 
-    // A full page of strangers and a huge TotalCount: one call, nothing found, no endless paging.
+#[tokio::test]
+async fn an_instance_that_was_not_asked_for_fails_the_call_and_its_whole_batch() {
+    // An extra instance; the asked ID re-cased; the asked ID with a trailing space. Read as
+    // "i-mine00001 is not listed", each would report the instance absent.
+    let cases: [(&[&str], &str); 4] = [
+        (&["i-mine00001", "i-other0001"], r#""i-other0001""#),
+        (&["I-MINE00001"], r#""I-MINE00001""#),
+        (&["i-MINE00001"], r#""i-MINE00001""#),
+        (&["i-mine00001 "], r#""i-mine00001 ""#),
+    ];
+    for (listed, quoted) in cases {
+        let instances: Vec<_> = listed
+            .iter()
+            .map(|id| serde_json::json!({"InstanceId": id, "Status": "Running"}))
+            .collect();
+        let body = serde_json::json!({
+            "RequestId": "R", "TotalCount": instances.len(), "Instances": {"Instance": instances},
+        });
+        let server = Server::start(json(200, body.to_string())).await;
+        let c = client(&server);
+        let check = |err: &EcsError| {
+            assert_eq!(err.kind(), ErrorKind::InvalidBody, "{listed:?}: {err}");
+            assert_eq!(err.class(), ErrorClass::Unknown, "{listed:?}: {err}");
+            assert_eq!(err.http_status(), Some(200));
+            assert_eq!(
+                err.message(),
+                format!("DescribeInstances listed instance {quoted} that was not asked for")
+            );
+            assert_clean(err);
+        };
+        let err = c
+            .describe_instances(REGION, &creds(), &["i-mine00001".into()])
+            .await
+            .unwrap_err();
+        check(&err);
+        // Both lookups of the batch get the error: the ID the answer lists and the one it
+        // does not.
+        let creds = creds();
+        let (mine, absent) = tokio::join!(
+            c.lookup_instance(REGION, &creds, "i-mine00001"),
+            c.lookup_instance(REGION, &creds, "i-absent0001"),
+        );
+        check(&mine.unwrap_err());
+        check(&absent.unwrap_err());
+        // Not retried (the answer is not transient); the two lookups shared one call.
+        assert_eq!(server.request_count(), 2, "{listed:?}");
+    }
+
+    // A full page of strangers and a huge TotalCount: one call, an error, no endless paging.
     let strangers: Vec<_> = (0..100)
         .map(|n| serde_json::json!({"InstanceId": format!("i-stranger{n:03}")}))
         .collect();
@@ -678,11 +719,11 @@ async fn an_instance_that_was_not_asked_for_is_ignored() {
         "RequestId": "R", "TotalCount": 1_000_000, "Instances": {"Instance": strangers},
     });
     let server = Server::start(json(200, body.to_string())).await;
-    let found = client(&server)
-        .describe_instances(REGION, &creds, &["i-mine00001".into()])
+    let err = client(&server)
+        .describe_instances(REGION, &creds(), &["i-mine00001".into()])
         .await
-        .unwrap();
-    assert!(found.is_empty(), "{found:?}");
+        .unwrap_err();
+    assert!(err.message().contains(r#""i-stranger000""#), "{err}");
     assert_eq!(server.request_count(), 1);
 }
 

@@ -578,6 +578,54 @@ async fn timeouts_are_transient_and_mutations_are_not_repeated() {
 }
 
 #[tokio::test]
+async fn a_release_whose_answer_is_lost_has_an_unknown_outcome_and_is_not_repeated() {
+    // A long linger: the released instance stays visible while the test looks at it.
+    let sim = start_sim(&["--release-linger-ms", "60000"]).await;
+    let release = |id: &str| DeleteInstance {
+        instance_id: id.to_owned(),
+        ..Default::default()
+    };
+    sim.seed(json!([
+        {"instanceId": "i-lostans0001", "regionId": REGION, "status": "Stopped"},
+        {"instanceId": "i-lostans0002", "regionId": REGION, "status": "Stopped"},
+    ]))
+    .await;
+    sim.set_faults(json!([{"action": "DeleteInstance", "dropAnswerRate": 1.0}]))
+        .await;
+    for (signing, id) in BOTH.into_iter().zip(["i-lostans0001", "i-lostans0002"]) {
+        let c = client(&sim, signing);
+        let err = c
+            .delete_instance(REGION, &creds(), &release(id))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+        assert!(err.outcome_unknown(), "{err}");
+        // ECS did release it, and the client did not send the call twice.
+        assert_eq!(sim.instance(id).await.unwrap()["released"], true);
+        let deletes: Vec<Value> = sim
+            .calls(Some("DeleteInstance"))
+            .await
+            .into_iter()
+            .filter(|c| c["params"]["InstanceId"] == id)
+            .collect();
+        assert_eq!(deletes.len(), 1, "{deletes:?}");
+        assert_eq!(
+            (&deletes[0]["httpStatus"], &deletes[0]["answerDropped"]),
+            (&json!(200), &json!(true))
+        );
+    }
+    // Observing tells what happened; a definite answer is no longer unknown.
+    sim.clear_faults().await;
+    let c = client(&sim, SigningMethod::default());
+    let err = c
+        .delete_instance(REGION, &creds(), &release("i-lostans0001"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId.NotFound"), "{err}");
+    assert!(!err.outcome_unknown(), "{err}");
+}
+
+#[tokio::test]
 async fn connect_failures_are_retried_even_for_mutations() {
     // A port nothing listens on: the request provably never reached a server.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,5 +1,6 @@
-//! Injected faults: per-(account, action) QPS quotas, 5xx error rates, added latency and dropped
-//! connections. Rules apply after authentication, like the real gateway's flow control.
+//! Injected faults: per-(account, action) QPS quotas, 5xx error rates, added latency, dropped
+//! connections, and answers dropped after the call was processed. Rules apply after
+//! authentication, like the real gateway's flow control.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,6 +58,10 @@ pub struct FaultRule {
     pub latency_ms: Option<u64>,
     #[serde(default)]
     pub drop_rate: Option<f64>,
+    /// Process the call, then close the connection without its answer: the client cannot tell
+    /// whether the call took effect.
+    #[serde(default)]
+    pub drop_answer_rate: Option<f64>,
 }
 
 /// Ten minutes: longer than any client timeout worth simulating.
@@ -71,7 +76,11 @@ pub struct FaultRules {
 impl FaultRules {
     pub fn validate(&self) -> Result<(), String> {
         for (i, rule) in self.rules.iter().enumerate() {
-            for (name, rate) in [("errorRate", rule.error_rate), ("dropRate", rule.drop_rate)] {
+            for (name, rate) in [
+                ("errorRate", rule.error_rate),
+                ("dropRate", rule.drop_rate),
+                ("dropAnswerRate", rule.drop_answer_rate),
+            ] {
                 if rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
                     return Err(format!("rules[{i}].{name} must be between 0 and 1"));
                 }
@@ -96,8 +105,10 @@ impl FaultRules {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Proceed,
-    /// Close the connection without answering.
+    /// Close the connection without answering, the call not processed.
     Drop,
+    /// Process the call, then close the connection without its answer.
+    DropAnswer,
     Fail(EcsError),
 }
 
@@ -126,7 +137,9 @@ impl Faults {
     }
 
     /// Decides the fate of a request. Every matching rule adds its latency; then, rule by
-    /// rule, a drop, the quota and the error rate are checked, the first hit winning.
+    /// rule, a drop, the quota and the error rate are checked, the first hit winning. A request
+    /// none of them stops is processed, and its answer dropped if any matching rule's
+    /// `dropAnswerRate` hits.
     pub fn decide(
         &mut self,
         access_key_id: &str,
@@ -136,6 +149,7 @@ impl Faults {
     ) -> (Duration, Verdict) {
         let mut latency = Duration::ZERO;
         let mut verdict = Verdict::Proceed;
+        let mut drop_answer = false;
         for (index, rule) in self.rules.iter().enumerate() {
             if rule.action.as_deref().is_some_and(|a| a != action)
                 || rule
@@ -166,6 +180,13 @@ impl Faults {
             {
                 verdict = Verdict::Fail(rule.error_code.error());
             }
+            drop_answer = drop_answer
+                || rule
+                    .drop_answer_rate
+                    .is_some_and(|rate| rng.random_bool(rate));
+        }
+        if drop_answer && verdict == Verdict::Proceed {
+            verdict = Verdict::DropAnswer;
         }
         (latency, verdict)
     }
@@ -285,8 +306,34 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_dropped_only_of_calls_that_proceed() {
+        let mut f = faults(serde_json::json!([
+            { "action": "DeleteInstance", "dropAnswerRate": 1.0 },
+            { "action": "StopInstance", "accessKeyId": "a", "dropAnswerRate": 1.0 },
+            { "action": "StopInstance", "accessKeyId": "b", "dropAnswerRate": 1.0, "errorRate": 1.0 },
+            { "action": "StartInstance", "dropAnswerRate": 1.0 },
+            { "action": "StartInstance", "dropRate": 1.0 },
+            { "action": "DescribeInstances", "dropAnswerRate": 0.0 }
+        ]));
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut decide = |ak: &str, action: &str| f.decide(ak, action, now, &mut rng).1;
+        assert_eq!(decide("a", "DeleteInstance"), Verdict::DropAnswer);
+        assert_eq!(decide("a", "StopInstance"), Verdict::DropAnswer);
+        assert_eq!(decide("c", "StopInstance"), Verdict::Proceed);
+        // A call a rule refuses or drops is not processed: there is no answer of it to drop.
+        assert_eq!(
+            decide("b", "StopInstance"),
+            Verdict::Fail(EcsError::service_unavailable())
+        );
+        assert_eq!(decide("a", "StartInstance"), Verdict::Drop);
+        assert_eq!(decide("a", "DescribeInstances"), Verdict::Proceed);
+    }
+
+    #[test]
     fn validation() {
         for bad in [
+            serde_json::json!({"rules": [{"dropAnswerRate": -0.1}]}),
             serde_json::json!({"rules": [{"errorRate": 1.5}]}),
             serde_json::json!({"rules": [{"throttleQps": 0}]}),
             serde_json::json!({"rules": [{"latencyMs": 600_001}]}),

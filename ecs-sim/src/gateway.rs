@@ -1,7 +1,8 @@
 //! The RPC gateway on `/`: what the Alibaba Cloud API gateway does before and around an ECS
 //! operation. Checks run in the gateway's order:
 //! action/version known → signature params present → key known (and its STS token) →
-//! timestamp → nonce replay → signature → faults (latency, drop, throttle, 5xx) → the operation.
+//! timestamp → nonce replay → signature → faults (latency, drop, throttle, 5xx) → the operation
+//! → the answer, or none (an answer dropped on purpose after the operation).
 //! Every request is written to the call log, including rejected ones.
 
 use std::collections::BTreeMap;
@@ -66,6 +67,7 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
         request_id: request_id.clone(),
         at: jiff::Timestamp::now().to_string(),
         dropped: false,
+        answer_dropped: false,
     };
     // V3 answers JSON unless asked otherwise; the RPC default is XML.
     let mut format = if request.headers.contains_key(AUTHORIZATION) {
@@ -96,7 +98,8 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
                     return Outcome::Drop;
                 }
                 Verdict::Fail(error) => Err(error),
-                Verdict::Proceed => {
+                Verdict::Proceed | Verdict::DropAnswer => {
+                    call.answer_dropped = verdict == Verdict::DropAnswer;
                     let caller = Caller {
                         access_key_id: &auth.access_key_id,
                         now: Instant::now(),
@@ -121,7 +124,12 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
         }
     };
     call.http_status = Some(status);
+    let answer_dropped = call.answer_dropped;
     sim.lock().calls.push(call);
+    if answer_dropped {
+        // The operation took effect; the client only sees its connection closed.
+        return Outcome::Drop;
+    }
     Outcome::Respond {
         status,
         content_type: format.content_type(),

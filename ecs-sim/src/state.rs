@@ -121,12 +121,15 @@ pub struct CallRecord {
     pub access_key_id: Option<String>,
     pub signature_method: Option<&'static str>,
     pub params: BTreeMap<String, String>,
-    /// `None` when the connection was dropped on purpose.
+    /// `None` when the connection was dropped on purpose before processing.
     pub http_status: Option<u16>,
     pub code: Option<String>,
     pub request_id: String,
     pub at: String,
+    /// The connection was closed before the call was processed.
     pub dropped: bool,
+    /// The call was processed, but its answer (`http_status`, `code`) was never sent.
+    pub answer_dropped: bool,
 }
 
 /// The newest calls, bounded so a long benchmark cannot exhaust memory.

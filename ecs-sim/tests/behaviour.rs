@@ -605,9 +605,10 @@ async fn throttling_errors_latency_and_drops() {
     assert_eq!(
         (
             log.last().unwrap()["dropped"].as_bool(),
-            log.last().unwrap()["httpStatus"].is_null()
+            log.last().unwrap()["httpStatus"].is_null(),
+            log.last().unwrap()["answerDropped"].as_bool(),
         ),
-        (Some(true), true)
+        (Some(true), true, Some(false))
     );
 
     sim.clear_faults().await;
@@ -627,6 +628,104 @@ async fn throttling_errors_latency_and_drops() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+}
+
+/// Sends a signed V1 request whose answer is expected never to arrive.
+async fn expect_no_answer(sim: &EcsSim, action: &str, params: &[(&str, &str)]) {
+    let signed = v1_sign(
+        "GET",
+        v1_params(action, params, &Credentials::default()),
+        ACCESS_KEY_SECRET,
+    );
+    let sent = http()
+        .get(format!("{}/?{}", sim.endpoint(), query_string(&signed)))
+        .send()
+        .await;
+    let err = sent.expect_err("the answer was dropped, yet a response arrived");
+    // The request went out; the connection was closed instead of answered.
+    assert!(!err.is_connect() && !err.is_timeout(), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_answer_dropped_after_processing() {
+    // A long linger: the released instance stays visible while the test looks at it.
+    let sim = EcsSim::start_with_args(&["--release-linger-ms", "60000"]).await;
+    seed_simple(
+        &sim,
+        &[("i-dropans00001", "Stopped"), ("i-dropans00002", "Running")],
+    )
+    .await;
+    sim.set_faults(json!([{"action": "DeleteInstance", "dropAnswerRate": 1.0}]))
+        .await;
+
+    expect_no_answer(&sim, "DeleteInstance", &[("InstanceId", "i-dropans00001")]).await;
+    // Processed: the instance is released, and the log says the answer was never sent.
+    assert_eq!(
+        sim.instance("i-dropans00001").await.expect("still visible")["released"],
+        true
+    );
+    let log = sim.calls(Some("DeleteInstance")).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    let call = &log[0];
+    assert_eq!(call["params"]["InstanceId"], "i-dropans00001");
+    assert_eq!(
+        (
+            call["httpStatus"].as_u64(),
+            call["code"].is_null(),
+            call["dropped"].as_bool(),
+            call["answerDropped"].as_bool(),
+        ),
+        (Some(200), true, Some(false), Some(true)),
+        "{call}"
+    );
+    assert!(
+        call["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{call}"
+    );
+
+    // A refused call is processed too: its error answer is what is dropped.
+    expect_no_answer(&sim, "DeleteInstance", &[("InstanceId", "i-dropans00002")]).await;
+    let log = sim.calls(Some("DeleteInstance")).await;
+    let call = log.last().unwrap();
+    assert_eq!(
+        (
+            call["httpStatus"].as_u64(),
+            call["code"].as_str(),
+            call["answerDropped"].as_bool(),
+        ),
+        (Some(403), Some("IncorrectInstanceStatus"), Some(true)),
+        "{call}"
+    );
+    assert_eq!(
+        sim.instance("i-dropans00002").await.unwrap()["released"],
+        false
+    );
+
+    // Only the rule's action: DescribeInstances is answered.
+    let listed = v1(
+        &sim,
+        "DescribeInstances",
+        &[
+            ("RegionId", "cn-hangzhou"),
+            ("InstanceIds", r#"["i-dropans00001","i-dropans00002"]"#),
+        ],
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(
+        sim.calls(Some("DescribeInstances")).await[0]["answerDropped"],
+        false
+    );
+
+    // Without the fault, a second release of the first instance says it is gone.
+    sim.clear_faults().await;
+    let again = v1(&sim, "DeleteInstance", &[("InstanceId", "i-dropans00001")]).await;
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (404, "InvalidInstanceId.NotFound"),
+        "{}",
+        again.body
+    );
 }
 
 #[tokio::test]

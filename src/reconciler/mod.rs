@@ -1,0 +1,336 @@
+//! The thin async shell around [`decision`](crate::decision), in rooms:
+//!
+//! - [`pass`]: one pass over one resource (observe, plan, call, conclude, write, publish,
+//!   finalizer), generic over the seams, so the deterministic simulation runs the same code;
+//! - [`seams`]: the narrow interfaces a pass knows the world through (cloud, Kubernetes, clock);
+//! - [`kube_api`]: the Kubernetes seam on kube's client (status writes, finalizer patches,
+//!   Secrets, events);
+//! - [`credentials`]: which credentials a resource uses, and the Secret cache;
+//! - [`objects`]: what this process remembers of each resource between passes;
+//! - [`watch`]: watch pacing and which changes wake the reconciler;
+//! - this module: the controller loops over the watch caches, and what a pass sees of them.
+
+mod credentials;
+mod kube_api;
+mod objects;
+mod pass;
+mod seams;
+mod watch;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use ecs_client::{Credentials, EcsClient};
+use futures::{Future, FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::warn;
+
+pub use credentials::CredentialsPolicy;
+pub use kube_api::{KubeCluster, MANAGER};
+pub use pass::{Outcome, Shell, View};
+pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
+
+use crate::{
+    decision::Claimant,
+    metrics::Metrics,
+    pacing::Timings,
+    resource::{EcsInstance, FINALIZER, SECRET_IN_USE_FINALIZER},
+    server::WatchHealth,
+};
+
+/// Resources reconciled at once by default. Passes mostly wait on ECS (the rate limiter, the
+/// `DescribeInstances` batcher), and the more lookups wait together, the fuller each batch: with
+/// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub shell: Shell<EcsClient, KubeCluster>,
+    pub watch_health: WatchHealth,
+    /// The cache of every loop, by the namespace it watches (`None`: all): ownership is
+    /// decided across all watched namespaces.
+    stores: Mutex<Vec<(Option<String>, Store<EcsInstance>)>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        ecs: EcsClient,
+        own_credentials: Option<Credentials>,
+        timings: Timings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut shell = Shell::new(
+            ecs,
+            KubeCluster::new(client.clone()),
+            Arc::new(SystemClock),
+            timings,
+        );
+        shell.own_credentials = own_credentials;
+        shell.metrics = metrics;
+        Context {
+            client,
+            shell,
+            watch_health: WatchHealth::default(),
+            stores: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn with_policy(mut self, policy: CredentialsPolicy) -> Self {
+        self.shell.policy = policy;
+        self
+    }
+
+    /// Reports the watches' health to this handle (the one `/healthz` reads).
+    pub fn with_watch_health(mut self, health: WatchHealth) -> Self {
+        self.watch_health = health;
+        self
+    }
+
+    /// The caches a pass of `resource` reads: its own loop's, once it has listed, and every
+    /// other loop's that has listed. A namespace that cannot be listed (its RoleBinding went)
+    /// holds up nobody but its own resources (design.md §7).
+    async fn stores_for(&self, resource: &EcsInstance) -> Result<Vec<Store<EcsInstance>>, Error> {
+        let stores = self.stores.lock().expect("stores lock").clone();
+        let namespace = resource.namespace();
+        let mut ready = Vec::new();
+        for (watched, store) in stores {
+            if watched.is_none() || watched == namespace {
+                store
+                    .wait_until_ready()
+                    .await
+                    .map_err(|_| Error::CacheStopped)?;
+                ready.push(store);
+            } else if store
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+            {
+                ready.push(store);
+            }
+        }
+        Ok(ready)
+    }
+}
+
+/// What a pass of `resource` sees of the others in `stores`.
+fn view(stores: &[Store<EcsInstance>], resource: &EcsInstance) -> View {
+    let others: Vec<Arc<EcsInstance>> = stores
+        .iter()
+        .flat_map(|store| store.state())
+        .filter(|other| other.uid() != resource.uid())
+        .collect();
+    let claimants = others
+        .iter()
+        .filter(|other| {
+            other.spec.instance_id == resource.spec.instance_id
+                && other.spec.region_id == resource.spec.region_id
+        })
+        .map(|other| Claimant::of(other))
+        .collect();
+    let secret_needed_elsewhere = resource.spec.credentials_ref.as_ref().is_some_and(|r| {
+        others.iter().any(|other| {
+            other.namespace() == resource.namespace()
+                && holds_finalizer(other)
+                && watch::names_secret(other, &r.name)
+        })
+    });
+    View {
+        claimants,
+        secret_needed_elsewhere,
+    }
+}
+
+fn holds_finalizer(resource: &EcsInstance) -> bool {
+    resource.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Whether a resource of `store` holding our finalizer names the Secret `namespace/name`.
+fn secret_needed(store: &Store<EcsInstance>, namespace: &str, name: &str) -> bool {
+    store.state().iter().any(|resource| {
+        resource.namespace().as_deref() == Some(namespace)
+            && holds_finalizer(resource)
+            && watch::names_secret(resource, name)
+    })
+}
+
+/// Runs the controller for one namespace (or all) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (instances_api, secrets_api): (Api<EcsInstance>, Api<PartialObjectMeta<Secret>>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+    let (reader, writer) = reflector::store();
+    ctx.stores
+        .lock()
+        .expect("stores lock")
+        .push((namespace.clone(), reader.clone()));
+    let watching = ctx.clone();
+    let swept = reader.clone();
+    let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
+    // Deletions of resources clean what this process remembers of them. The cache keeps no
+    // `managedFields`: they are most of an object's size and never read.
+    let config = watcher::Config::default().any_semantic();
+    let instances = watch::paced(watcher(instances_api, config.clone()))
+        .modify(|resource| resource.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |event| watching.on_watch_event(event, &swept, &watched))
+        .applied_objects()
+        .predicate_filter(watch::relevant_change, Default::default());
+    // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
+    // resources that reference a Secret when it changes or appears, and to release the in-use
+    // finalizer of a Secret no resource needs any more.
+    let secrets = watch::paced(watcher(secrets_api, config)).touched_objects();
+    let store = reader.clone();
+    let secret_ctx = ctx.clone();
+    Controller::for_stream(instances, reader)
+        .watches_stream(secrets, move |secret| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            secret_ctx.shell.secrets.changed(&namespace, &name);
+            if secret
+                .finalizers()
+                .iter()
+                .any(|f| f == SECRET_IN_USE_FINALIZER)
+                && !secret_needed(&store, &namespace, &name)
+            {
+                secret_ctx.release_secret_later(namespace.clone(), name.clone(), store.clone());
+            }
+            watch::referencing(&store, Some(&namespace), &name)
+        })
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(watch::NoTriggerBackoff)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                match error {
+                    // Already logged and counted by `error_policy`.
+                    controller::Error::ReconcilerFailed(..) => {}
+                    error => warn!(%error, "controller"),
+                }
+            }
+        })
+        .await;
+}
+
+async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Ownership is decided on the caches: never before this namespace's first complete list.
+    let stores = ctx.stores_for(&resource).await?;
+    let view = view(&stores, &resource);
+    Ok(match ctx.shell.reconcile(&resource, &view).await? {
+        Outcome::Requeue(delay) => Action::requeue(delay),
+        Outcome::AwaitChange => Action::await_change(),
+    })
+}
+
+fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    let object = ObjectRef::from_obj(resource.as_ref());
+    warn!(%error, resource = %object, "reconcile error");
+    ctx.shell.metrics.reconcile_failed(error.label());
+    Action::requeue(ctx.shell.retry_delay(&resource, error))
+}
+
+impl Context {
+    /// Releases the in-use finalizer of a Secret outside the watch's callback (which cannot
+    /// wait), checking again that no resource needs it.
+    fn release_secret_later(
+        self: &Arc<Self>,
+        namespace: String,
+        name: String,
+        store: Store<EcsInstance>,
+    ) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            // Right after a start, the Secrets watch may list before the resources have: an
+            // empty cache would say nobody needs any Secret.
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            let needed = secret_needed(&store, &namespace, &name);
+            ctx.shell.release_secret(&namespace, &name, needed).await;
+        });
+    }
+
+    /// Watch health for `/healthz`, and cleanup of resources that are gone: on a delete event
+    /// (with the in-use finalizer of a Secret it was the last to need), and after a re-list for
+    /// those that vanished while the watch was down.
+    fn on_watch_event(
+        self: &Arc<Self>,
+        event: &Result<watcher::Event<EcsInstance>, watcher::Error>,
+        store: &Store<EcsInstance>,
+        namespace: &str,
+    ) {
+        match event {
+            Err(error) => {
+                self.watch_health.failed(namespace, &error.to_string());
+                self.shell.metrics.watch_failing(namespace, true);
+                warn!(%error, namespace, "EcsInstance watch failed; retrying (other namespaces carry on)");
+            }
+            // kube-runtime emits `Init` before it lists: not yet proof that the watch works.
+            Ok(watcher::Event::Init) => {}
+            Ok(event) => {
+                self.watch_health.succeeded(namespace);
+                self.shell.metrics.watch_failing(namespace, false);
+                match event {
+                    watcher::Event::Delete(resource) => {
+                        self.shell.forget(&ObjectRef::from_obj(resource));
+                        if let Some(reference) = &resource.spec.credentials_ref {
+                            let namespace = resource.namespace().unwrap_or_default();
+                            self.release_secret_later(
+                                namespace,
+                                reference.name.clone(),
+                                store.clone(),
+                            );
+                        }
+                    }
+                    watcher::Event::InitDone => self.forget_missing(store),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn forget_missing(&self, store: &Store<EcsInstance>) {
+        let present: HashSet<ObjectRef<EcsInstance>> = store
+            .state()
+            .iter()
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect();
+        let namespaces: HashSet<Option<String>> =
+            present.iter().map(|o| o.namespace.clone()).collect();
+        let gone: Vec<ObjectRef<EcsInstance>> = self
+            .shell
+            .objects
+            .known()
+            .into_iter()
+            .chain(self.shell.metrics.tracked())
+            .filter(|o| namespaces.contains(&o.namespace) && !present.contains(o))
+            .collect();
+        for object in gone {
+            self.shell.forget(&object);
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! One pass over one resource: observe, plan, make the one cloud call the plan asks for,
+//! conclude, write the status if it changed, publish events, add or remove the finalizer. Generic
+//! over the [seams](super::seams), so production and the deterministic simulation run this code.
+//!
+//! The finalizer is managed here rather than by kube-runtime's `finalizer` helper, which removes
+//! it on any `Ok` from cleanup (kube-rs/kube#1994): a release in progress is simply a requeue.
+
+use std::{sync::Arc, time::Duration};
+
+use ecs_client::{Credentials, EcsError, RequestId};
+use jiff::SignedDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use tracing::{debug, info, warn};
+
+use super::credentials::{self, CredentialsPolicy, SecretCache};
+use super::objects::Objects;
+use super::seams::{Clock, Cloud, Cluster, Error};
+use crate::{
+    conditions,
+    decision::{self, Claimant, CloudCall, Decision, Input, Next, Observation, Plan},
+    metrics::Metrics,
+    pacing::{self, Timings},
+    resource::{EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
+};
+
+/// What a pass knows of the other resources (from the watch caches, or the simulation's world).
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The other resources that name the same region and instance.
+    pub claimants: Vec<Claimant>,
+    /// Another resource holding our finalizer names the same credentials Secret.
+    pub secret_needed_elsewhere: bool,
+}
+
+/// When to look at the resource again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Requeue(Duration),
+    /// Only when it changes (the change that follows a finalizer patch wakes the controller).
+    AwaitChange,
+}
+
+/// Everything a pass uses; one per process.
+pub struct Shell<C, K> {
+    pub cloud: C,
+    pub cluster: K,
+    pub clock: Arc<dyn Clock>,
+    pub timings: Timings,
+    pub policy: CredentialsPolicy,
+    /// The controller's own credentials, for resources without a Secret.
+    pub own_credentials: Option<Credentials>,
+    pub metrics: Arc<Metrics>,
+    pub objects: Objects,
+    pub secrets: SecretCache,
+}
+
+impl<C: Cloud, K: Cluster> Shell<C, K> {
+    pub fn new(cloud: C, cluster: K, clock: Arc<dyn Clock>, timings: Timings) -> Self {
+        Shell {
+            cloud,
+            cluster,
+            clock,
+            timings,
+            policy: CredentialsPolicy::default(),
+            own_credentials: None,
+            metrics: Arc::default(),
+            objects: Objects::default(),
+            secrets: SecretCache::default(),
+        }
+    }
+
+    /// Adds the finalizer to a new resource, forgets one that is gone, or makes a pass.
+    pub async fn reconcile(&self, resource: &EcsInstance, view: &View) -> Result<Outcome, Error> {
+        let has_finalizer = resource.finalizers().iter().any(|f| f == FINALIZER);
+        match (decision::is_deleting(resource), has_finalizer) {
+            (false, false) => {
+                self.cluster.add_finalizer(resource).await?;
+                Ok(Outcome::AwaitChange)
+            }
+            (true, false) => {
+                self.forget(&ObjectRef::from_obj(resource));
+                Ok(Outcome::AwaitChange)
+            }
+            (_, true) => self.pass(resource, view).await,
+        }
+    }
+
+    async fn pass(&self, resource: &EcsInstance, view: &View) -> Result<Outcome, Error> {
+        let object = ObjectRef::from_obj(resource);
+        let (decision, written) = self.decide(resource, view).await?;
+        // Compared with what is stored now: the release intent, if this pass wrote one.
+        let (stored, mut version) = match &written {
+            Some((status, version)) => (Some(status), version.clone()),
+            None => (resource.status.as_ref(), resource.resource_version()),
+        };
+        let unchanged = stored == Some(&decision.status)
+            || vanishes_with_recorded_release(resource, stored, &decision.next);
+        if !unchanged {
+            version = self
+                .cluster
+                .write_status(resource, &decision.status, None)
+                .await?;
+        }
+        let changed = !unchanged;
+        for event in &decision.events {
+            if event.warning {
+                warn!(resource = %object, reason = event.reason.as_str(), "{}", event.note);
+            } else {
+                info!(resource = %object, reason = event.reason.as_str(), "{}", event.note);
+            }
+            self.cluster.publish(resource, event).await;
+        }
+        self.metrics.reconciled();
+        for event in decision.events.iter().filter(|e| e.warning) {
+            self.metrics.reconcile_failed(event.reason.as_str());
+        }
+        let deleting = decision::is_deleting(resource);
+        let reason = decision.reason().unwrap_or_default();
+        match decision.next {
+            Next::RemoveFinalizer => {
+                // Only from the version this pass read or wrote: a change in between (a user's
+                // edit, another process) means plan again.
+                self.cluster
+                    .remove_finalizer(resource, version.as_deref())
+                    .await?;
+                if let Some(since) = &resource.metadata.deletion_timestamp {
+                    let elapsed = self.clock.now().duration_since(since.0);
+                    self.metrics
+                        .released(&object, elapsed.try_into().unwrap_or_default());
+                }
+                self.forget(&object);
+                info!(resource = %object, reason, "finalizer removed");
+                if let Some(reference) = &resource.spec.credentials_ref {
+                    let namespace = resource.namespace().unwrap_or_default();
+                    self.release_secret(&namespace, &reference.name, view.secret_needed_elsewhere)
+                        .await;
+                }
+                Ok(Outcome::AwaitChange)
+            }
+            Next::Requeue(pace) => {
+                let unit = self.clock.unit();
+                let delay = self.objects.update(resource, |state| {
+                    pacing::delay(&self.timings, pace, &mut state.failures, unit)
+                });
+                let stalled = conditions::is_true(&decision.status.conditions, conditions::STALLED);
+                self.metrics
+                    .deletion_state(&object, deleting, stalled.then_some(reason));
+                if changed && deleting {
+                    info!(resource = %object, reason, next_check = ?delay, "deletion in progress");
+                } else {
+                    debug!(resource = %object, reason, next_check = ?delay, "pass done");
+                }
+                Ok(Outcome::Requeue(delay))
+            }
+        }
+    }
+
+    /// Observe, plan, make the one call the plan asks for, conclude. Also returns the status
+    /// written on the way (the release intent) with the resourceVersion it left, if any.
+    async fn decide(
+        &self,
+        resource: &EcsInstance,
+        view: &View,
+    ) -> Result<(Decision, Option<(EcsInstanceStatus, Option<String>)>), Error> {
+        let source = credentials::source(resource);
+        let resolved = credentials::resolve(
+            &self.cluster,
+            &self.secrets,
+            &self.policy,
+            self.own_credentials.as_ref(),
+            resource,
+        )
+        .await;
+        let observation = match &resolved {
+            Err(why) => Observation::CredentialsUnavailable(why.to_string()),
+            Ok(resolved) => {
+                if let Some((namespace, name)) = &resolved.protect {
+                    self.protect_secret(namespace, name).await;
+                }
+                let spec = &resource.spec;
+                match self
+                    .cloud
+                    .observe(&spec.region_id, &resolved.credentials, &spec.instance_id)
+                    .await
+                {
+                    Ok(Some(instance)) => Observation::Present(instance),
+                    Ok(None) => Observation::Absent,
+                    Err(error) => Observation::Failed(error),
+                }
+            }
+        };
+        let state = self.objects.get(resource);
+        let now = self.clock.now();
+        let stop_recently_requested = state
+            .stop_requested_at
+            .is_some_and(|at| now.duration_since(at) < signed(self.timings.stop_grace));
+        let mut input = Input {
+            resource,
+            observation: &observation,
+            credentials_source: &source,
+            access_key_id: resolved
+                .as_ref()
+                .ok()
+                .map(|r| r.credentials.access_key_id()),
+            stop_recently_requested,
+            remembered_release: state.accepted_release.as_ref(),
+            now,
+            observed_at_refresh: signed(self.timings.steady),
+            release_timeout: signed(self.timings.release_timeout),
+            resend_after: signed(self.timings.release_resend),
+            claimants: &view.claimants,
+            intent_at: None,
+        };
+        let call = match decision::plan(&input) {
+            Plan::Done(decision) => return Ok((decision, None)),
+            Plan::Call(call) => call,
+        };
+        let Ok(resolved) = &resolved else {
+            unreachable!("a call is planned only after an observation with credentials")
+        };
+        let mut written = None;
+        if let CloudCall::Delete(_) = call {
+            // No DeleteInstance without a trace of it in the status first, and only if the
+            // resource is still as this plan saw it: a change in between (Orphan, a new spec)
+            // makes the write fail with a conflict, and the next pass plans from the change.
+            let at = self.clock.now();
+            let intent = decision::with_release_intent(resource, at);
+            let version = self
+                .cluster
+                .write_status(resource, &intent, resource.resource_version().as_deref())
+                .await?;
+            input.intent_at = Some(at);
+            written = Some((intent, version));
+        }
+        info!(resource = %ObjectRef::from_obj(resource), action = call.action(), "calling ECS");
+        let result = self
+            .cloud
+            .call(&resource.spec.region_id, &resolved.credentials, &call)
+            .await;
+        self.remember(resource, &call, &result);
+        input.now = self.clock.now();
+        Ok((decision::conclude(&input, &call, &result), written))
+    }
+
+    fn remember(
+        &self,
+        resource: &EcsInstance,
+        call: &CloudCall,
+        result: &Result<RequestId, EcsError>,
+    ) {
+        let Ok(request_id) = result else { return };
+        let now = self.clock.now();
+        self.objects.update(resource, |state| match call {
+            CloudCall::Stop(_) => state.stop_requested_at = Some(now),
+            CloudCall::Delete(_) => {
+                state.accepted_release = Some(ReleaseRecord {
+                    request_id: Some(request_id.0.clone()),
+                    requested_at: Some(Time(now)),
+                    confirmed_at: None,
+                })
+            }
+            CloudCall::Tag(_) | CloudCall::Untag(_) => {}
+        });
+    }
+
+    async fn protect_secret(&self, namespace: &str, name: &str) {
+        if let Err(error) = self.cluster.protect_secret(namespace, name, true).await {
+            warn!(%error, secret = %format!("{namespace}/{name}"), "could not add the in-use finalizer to the credentials Secret");
+        }
+    }
+
+    /// Removes the in-use finalizer of a Secret that no resource holding our finalizer names.
+    pub async fn release_secret(&self, namespace: &str, name: &str, needed: bool) {
+        if needed {
+            return;
+        }
+        match self.cluster.protect_secret(namespace, name, false).await {
+            Ok(()) => {
+                debug!(secret = %format!("{namespace}/{name}"), "credentials Secret no longer in use")
+            }
+            Err(error) => {
+                warn!(%error, secret = %format!("{namespace}/{name}"), "could not remove the in-use finalizer of the credentials Secret")
+            }
+        }
+    }
+
+    /// Drops everything this process keeps about a resource.
+    pub fn forget(&self, object: &ObjectRef<EcsInstance>) {
+        self.objects.remove(object);
+        self.cluster.forget(object);
+        self.metrics.forget(object);
+    }
+
+    /// The wait after a failed Kubernetes API call.
+    pub fn retry_delay(&self, resource: &EcsInstance, error: &Error) -> Duration {
+        if let Error::Conflict(_) = error {
+            // Not a failure: the next pass plans from the new version at once.
+            return CONFLICT_RETRY;
+        }
+        let unit = self.clock.unit();
+        let pace = decision::Pace::Backoff(decision::Backoff::Normal);
+        // Kubernetes API failures come and go with the API server (a restart, an outage): retry
+        // soon, never after the long backoff cap, which would hold deletions long after it.
+        self.objects
+            .update(resource, |state| {
+                pacing::delay(&self.timings, pace, &mut state.failures, unit)
+            })
+            .min(KUBE_RETRY_CAP)
+    }
+}
+
+/// The longest wait after a failed Kubernetes API call.
+const KUBE_RETRY_CAP: Duration = Duration::from_secs(10);
+/// The wait after a conflict: the change that caused it also wakes the controller.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+
+/// Whether the object goes away with the finalizer about to be removed (ours is the last one)
+/// while its status already records the accepted release with its RequestId: a final status
+/// written now would never be read (the final event says the same), so it is one Kubernetes
+/// write per release saved. With other finalizers the object stays, so its status must say that
+/// the release is confirmed.
+fn vanishes_with_recorded_release(
+    resource: &EcsInstance,
+    stored: Option<&EcsInstanceStatus>,
+    next: &Next,
+) -> bool {
+    *next == Next::RemoveFinalizer
+        && resource.finalizers() == [FINALIZER]
+        && stored
+            .and_then(|status| status.release.as_ref())
+            .is_some_and(|release| release.request_id.is_some())
+}
+
+fn signed(duration: Duration) -> SignedDuration {
+    SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+}

@@ -1,0 +1,127 @@
+//! Watch pacing: how the resource and Secret watches come back after an API server outage, and
+//! which changes wake the reconciler.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::{
+    ResourceExt,
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+
+use crate::{reasons::RECHECK_ANNOTATION, resource::EcsInstance};
+
+/// A watch that comes back quickly after an API server outage: one backoff per watch, from
+/// 0.5 s to at most 5 s (kube's default grows to 30 s). backon's jitter adds up to the delay
+/// itself, so the delays are 0.5–1 s, 1–2 s, 2–4 s, then 2.5–5 s.
+fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_millis(2500))
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// Paces a watch's retries with [`watch_backoff`], the only delay a watch error causes (the
+/// controller adds none: [`NoTriggerBackoff`]). A 410 Gone (the API server no longer has our
+/// resourceVersion, as after its restart) re-lists at once, unless the last one came less than
+/// [`REGONE_WITHIN`] ago (no tight list loop); the backoff starts over once the watch delivers
+/// objects again (not on `Init`, which kube-runtime emits before the list). An error passes
+/// through at once (health, logs); the pause comes before the next poll.
+pub fn paced<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    use kube::runtime::utils::Backoff;
+    let start = (Box::pin(stream), watch_backoff(), None, None::<Instant>);
+    futures::stream::unfold(
+        start,
+        |(mut stream, mut backoff, pause, mut gone)| async move {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+            let item = stream.next().await?;
+            let pause = match &item {
+                Ok(watcher::Event::Init) => None,
+                Ok(_) => {
+                    backoff.reset();
+                    None
+                }
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    let again = gone.is_some_and(|at| at.elapsed() < REGONE_WITHIN);
+                    gone = Some(Instant::now());
+                    if again { backoff.next() } else { None }
+                }
+                Err(_) => backoff.next(),
+            };
+            Some((item, (stream, backoff, pause, gone)))
+        },
+    )
+}
+
+/// A 410 Gone this soon after the last one is paced like any other error.
+const REGONE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The controller's backoff over the merged watch streams, which kube-runtime adds by default
+/// (0.8 s doubling to 30 s, reset only by an event that passes the filters): on top of each
+/// watch's own it stacked to 54–60 s before the watches resumed after an API server restart.
+/// The watches pace themselves ([`paced`]), so this adds nothing.
+pub struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
+/// Only changes that matter wake the reconciler: the controller's own status writes do not
+/// (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
+/// annotation do.
+pub fn relevant_change(resource: &EcsInstance) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    resource.metadata.generation.hash(&mut hasher);
+    resource.metadata.finalizers.hash(&mut hasher);
+    resource
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    resource
+        .annotations()
+        .get(RECHECK_ANNOTATION)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The resources of `store` in `namespace` that name the Secret `secret`.
+pub fn referencing(
+    store: &Store<EcsInstance>,
+    namespace: Option<&str>,
+    secret: &str,
+) -> Vec<ObjectRef<EcsInstance>> {
+    store
+        .state()
+        .iter()
+        .filter(|resource| resource.namespace().as_deref() == namespace)
+        .filter(|resource| names_secret(resource, secret))
+        .map(|resource| ObjectRef::from_obj(resource.as_ref()))
+        .collect()
+}
+
+pub fn names_secret(resource: &EcsInstance, secret: &str) -> bool {
+    resource
+        .spec
+        .credentials_ref
+        .as_ref()
+        .is_some_and(|r| r.name == secret)
+}
