@@ -35,7 +35,7 @@
 //! calls that hit an injected 5xx or drop), calls by action and outcome, wall time.
 
 /// How the controller's final event says that a kill lost the answer of its accepted release.
-const ANSWER_LOST: &str = "its answer, with the RequestId, was lost";
+const ANSWER_LOST: &str = "answer lost";
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -255,7 +255,14 @@ async fn chaos(args: &Args, run: &mut Started) -> Result<Vec<String>, String> {
         endpoint: endpoint.clone(),
         namespace: ns.name.clone(),
         log_dir: log_dir.clone(),
-        extra: args.controller_args.clone(),
+        // A DeleteInstance whose outcome is unknown (an injected 503 or drop, a kill) is sent
+        // again only if the instance is still listed after this window: 5× the simulator's 2 s
+        // release linger, where production's 5 minutes would not fit the run's timeout.
+        extra: [
+            vec!["--release-resend-after=10s".to_string()],
+            args.controller_args.clone(),
+        ]
+        .concat(),
     };
 
     let all = items(args);

@@ -4,11 +4,15 @@
 //! outside the repository). They end with the test binary (see `supervisor`).
 //!
 //! The state (certificates and private keys, etcd data, logs) lives in `ecs-testenv-<pid>` in the
-//! temporary directory, mode 0700, keys 0600. It is removed, and etcd and kube-apiserver are
-//! killed first, when the process that made it exits normally (`exit`, return from `main`, the
-//! end of a test binary, a panic in `main`) or calls [`shut_down`]; a binary that must survive
-//! SIGINT/SIGTERM handles them and returns (as `local-control-plane` does). Directories of
-//! processes that died otherwise (SIGKILL) are removed by the next start.
+//! temporary directory, mode 0700, keys 0600. It is removed, and etcd and kube-apiserver (and
+//! kube-controller-manager) are killed first, when the process that made it exits normally
+//! (`exit`, return from `main`, the end of a test binary, a panic in `main`) or calls
+//! [`shut_down`]; a binary that must survive SIGINT/SIGTERM handles them and returns (as
+//! `local-control-plane` does). Directories of processes that died otherwise (SIGKILL) are removed
+//! by the next start.
+//!
+//! kube-controller-manager (the namespace controller and the garbage collector) is opt-in: a test
+//! binary that calls [`controller_manager`] gets one for its control plane (see that module).
 //!
 //! Outages: [`stop_apiserver`] kills kube-apiserver (as a crash would; etcd keeps running) and
 //! [`start_apiserver`] starts it again with the same arguments, so on the same address and port,
@@ -43,10 +47,16 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 
+mod controller_manager;
+pub use controller_manager::{
+    CONTROLLERS, ControllerManager, controller_manager, controller_manager_running,
+    delete_namespace, wait_namespace_gone,
+};
+
 /// Everything a test needs to reach the shared control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
-    /// Directory holding `kube-apiserver`, `etcd` and `kubectl`.
+    /// Directory holding `kube-apiserver`, `etcd` and `kubectl` (and `kube-controller-manager`).
     pub testbin: PathBuf,
     /// A kubeconfig for the admin user (client certificate in `system:masters`).
     pub kubeconfig: PathBuf,
@@ -80,6 +90,12 @@ impl ControlPlane {
         Client::try_from(config).expect("build kube client")
     }
 
+    /// The test CA (PEM): it signed the API server's serving certificate and the admin client
+    /// certificate, and the API server accepts client certificates it signed (`write_pki`).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.run_dir.join("pki").join("ca.crt")
+    }
+
     /// Path of the `kubectl` built alongside the API server.
     pub fn kubectl(&self) -> PathBuf {
         self.testbin.join("kubectl")
@@ -92,8 +108,12 @@ pub struct TestNamespace {
     pub name: String,
 }
 
-/// Creates a fresh namespace for one test. Namespaces are never deleted: without
-/// kube-controller-manager they would stay `Terminating`, and each test binary has its own etcd.
+/// Creates a fresh namespace for one test. It is not deleted afterwards (each test binary has its
+/// own etcd): deleting a namespace takes the namespace controller of kube-controller-manager, which
+/// runs only in test binaries that ask for it ([`controller_manager`]); elsewhere a deleted
+/// namespace stays `Terminating`. A test that has it can delete the namespace with
+/// [`delete_namespace`] (or `kubectl delete namespace`) and wait for it with
+/// [`wait_namespace_gone`].
 pub async fn test_namespace(prefix: &str) -> TestNamespace {
     let client = control_plane().client().await;
     // Each test binary has its own etcd, so a counter makes names unique.
@@ -516,9 +536,10 @@ fn owned() -> MutexGuard<'static, Owned> {
     OWNED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Kills (SIGKILL; their state is throw-away) and reaps the etcd and kube-apiserver of this
-/// process and removes its run directory. Idempotent; runs by itself when the process exits
-/// normally. Afterwards this process can start no control plane.
+/// Kills (SIGKILL; their state is throw-away) and reaps the etcd, kube-apiserver and (when
+/// started) kube-controller-manager of this process and removes its run directory. Idempotent;
+/// runs by itself when the process exits normally. Afterwards this process can start no control
+/// plane.
 pub fn shut_down() {
     let mut owned = owned();
     owned.closed = true;

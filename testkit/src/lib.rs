@@ -1,6 +1,7 @@
 //! Test support shared by the workspace's integration tests: a real etcd + kube-apiserver on
-//! loopback (one per test binary, its API server stoppable and restartable for outage tests) and
-//! the ECS simulator as a child process.
+//! loopback (one per test binary, its API server stoppable and restartable for outage tests; with
+//! kube-controller-manager's namespace controller and garbage collector on request) and the ECS
+//! simulator as a child process.
 
 pub mod control_plane;
 pub mod gitops;
@@ -10,8 +11,9 @@ pub mod supervisor;
 pub mod tools;
 
 pub use control_plane::{
-    ControlPlane, TestNamespace, control_plane, create_namespace, free_ports, restart_apiserver,
-    start_apiserver, stop_apiserver, test_namespace,
+    ControlPlane, ControllerManager, TestNamespace, control_plane, controller_manager,
+    create_namespace, delete_namespace, free_ports, restart_apiserver, start_apiserver,
+    stop_apiserver, test_namespace, wait_namespace_gone,
 };
 
 /// A plain HTTP client for talking to local test servers. The workspace builds reqwest with
