@@ -91,7 +91,12 @@ pub fn delay(timings: &Timings, pace: Pace, failures: &mut u32, unit: f64) -> Du
 
 /// `base · 2^(failures−1)`, capped, then "equal jitter": half fixed, half random, so retries of
 /// many resources that failed together spread out instead of arriving in waves.
-fn exponential_with_jitter(base: Duration, failures: u32, cap: Duration, unit: f64) -> Duration {
+pub fn exponential_with_jitter(
+    base: Duration,
+    failures: u32,
+    cap: Duration,
+    unit: f64,
+) -> Duration {
     let exponent = failures.saturating_sub(1).min(30);
     let full = base.saturating_mul(1u32 << exponent).min(cap);
     let half = full / 2;

@@ -292,27 +292,28 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         self.metrics.forget(object);
     }
 
-    /// The wait after a failed Kubernetes API call.
+    /// The wait after a failed Kubernetes API call: exponential per resource, from a fraction
+    /// of a second after a conflict (not a failure: the next pass plans from the new version)
+    /// or the backoff base otherwise, capped low. Kubernetes API failures come and go with the
+    /// API server (a restart, an outage): never the long cloud backoff cap, which would hold
+    /// deletions long after it.
     pub fn retry_delay(&self, resource: &EcsInstance, error: &Error) -> Duration {
-        if let Error::Conflict(_) = error {
-            // Not a failure: the next pass plans from the new version at once.
-            return CONFLICT_RETRY;
-        }
+        let base = match error {
+            Error::Conflict(_) => CONFLICT_RETRY,
+            _ => self.timings.backoff_base,
+        };
         let unit = self.clock.unit();
-        let pace = decision::Pace::Backoff(decision::Backoff::Normal);
-        // Kubernetes API failures come and go with the API server (a restart, an outage): retry
-        // soon, never after the long backoff cap, which would hold deletions long after it.
-        self.objects
-            .update(resource, |state| {
-                pacing::delay(&self.timings, pace, &mut state.failures, unit)
-            })
-            .min(KUBE_RETRY_CAP)
+        let failures = self.objects.update(resource, |state| {
+            state.failures = state.failures.saturating_add(1);
+            state.failures
+        });
+        pacing::exponential_with_jitter(base, failures, KUBE_RETRY_CAP, unit)
     }
 }
 
 /// The longest wait after a failed Kubernetes API call.
 const KUBE_RETRY_CAP: Duration = Duration::from_secs(10);
-/// The wait after a conflict: the change that caused it also wakes the controller.
+/// The first wait after a conflict: the change that caused it also wakes the controller.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// Whether the object goes away with the finalizer about to be removed (ours is the last one)
