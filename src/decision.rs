@@ -1,4 +1,4 @@
-//! The deletion flow of SPEC §3 (and the observation loop of §4) as pure functions, in two steps
+//! The deletion flow of design.md §11 (and the observation loop of §1) as pure functions, in two steps
 //! per pass: [`plan`] looks at the resource and what was observed of its instance and either
 //! concludes at once or asks for one cloud call; [`conclude`] takes that call's result. Both give
 //! the complete status to write, the events to publish and what happens next.
@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::conditions::{self, READY, RECONCILING, RELEASED, STALLED};
+pub use crate::pacing::{Backoff, Pace};
 use crate::reasons::{self, EventKind, Kind, Reason};
 use crate::resource::{
     DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, OWNER_TAG, OWNER_UID_TAG,
@@ -192,32 +193,6 @@ fn ownership(input: &Input, instance: &Instance) -> Ownership {
                 })
         }
     }
-}
-
-/// How soon to look again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pace {
-    /// The instance is changing state: poll fast.
-    Transition,
-    /// Waiting for someone else to stop a running instance.
-    Waiting,
-    /// Nothing in flight: slow, jittered resync.
-    Steady,
-    /// A person must act: recheck from about a minute, backing off to the recheck period (at
-    /// once on a spec, Secret or recheck-annotation change).
-    Recheck,
-    /// Retry with this resource's exponential backoff.
-    Backoff(Backoff),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backoff {
-    /// Transient failures and state conflicts.
-    Normal,
-    /// The account's API quota is exhausted.
-    Throttled,
-    /// Unknown errors: retried, but slowly.
-    Slow,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -446,7 +421,7 @@ enum Step {
     Call(CloudCall),
 }
 
-/// SPEC §3 steps 3–5 for an owned instance that is still listed and not yet released.
+/// design.md §11 steps 3–5 for an owned instance that is still listed and not yet released.
 fn release_step(input: &Input, instance: &Instance) -> Step {
     let spec = &input.resource.spec;
     let id = &instance.instance_id;
@@ -1015,7 +990,7 @@ impl<'a> Draft<'a> {
         self.progress(Reason::WaitingForRelease, &what, Pace::Transition)
     }
 
-    /// SPEC §3 step 6: what an ECS error means. `call` is this resource's own call, `None` for
+    /// design.md §11 step 6: what an ECS error means. `call` is this resource's own call, `None` for
     /// the (possibly batched) observation.
     fn failed(mut self, error: &EcsError, call: Option<&CloudCall>) -> Decision {
         let own_release_call = matches!(call, Some(CloudCall::Stop(_) | CloudCall::Delete(_)));

@@ -1,4 +1,4 @@
-//! Table-driven tests of the decision: every step of SPEC §3, every row of its error table, the
+//! Table-driven tests of the decision: every step of design.md §11, every row of its error table, the
 //! evidence and ownership rules. Statuses that a step starts from are produced by running the
 //! earlier steps (`Scenario::step`), never written by hand.
 
@@ -654,7 +654,7 @@ fn a_failed_tagging_call_follows_the_error_table_and_is_never_a_release() {
     assert!(matches!(d.next, Next::Requeue(_)));
 }
 
-/// SPEC §3 step 6, row by row: the DeleteInstance error → condition, reason, pace.
+/// design.md §11 step 6, row by row: the DeleteInstance error → condition, reason, pace.
 #[test]
 fn every_row_of_the_error_table() {
     let backoff = Pace::Backoff(Backoff::Normal);

@@ -4,7 +4,31 @@
 
 use std::time::Duration;
 
-use crate::decision::{Backoff, Pace};
+/// How soon to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// The instance is changing state: poll fast.
+    Transition,
+    /// Waiting for someone else to stop a running instance.
+    Waiting,
+    /// Nothing in flight: slow, jittered resync.
+    Steady,
+    /// A person must act: recheck from about a minute, backing off to the recheck period (at
+    /// once on a spec, Secret or recheck-annotation change).
+    Recheck,
+    /// Retry with this resource's exponential backoff.
+    Backoff(Backoff),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// Transient failures and state conflicts.
+    Normal,
+    /// The account's API quota is exhausted.
+    Throttled,
+    /// Unknown errors: retried, but slowly.
+    Slow,
+}
 
 /// The controller's timing knobs. Defaults suit production; tests shorten them.
 #[derive(Debug, Clone)]

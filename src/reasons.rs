@@ -1,9 +1,9 @@
-//! Every condition reason the controller writes, in one table: which condition it drives, how
-//! soon the resource is looked at again, the event it publishes, and what a person can do about
-//! it. The decision only picks a reason and says what happened; everything else comes from here,
+//! Every condition reason the controller writes, in one table of rows ([`Reason::row`]): which
+//! condition it drives, how soon the resource is looked at again, the event it publishes, and
+//! what a person can do about it. The decision only picks a reason and says what happened; everything else comes from here,
 //! and the README's tables are checked against [`Reason::ALL`] by a test.
 
-use crate::decision::{Backoff, Pace};
+use crate::pacing::{Backoff, Pace};
 
 /// The annotation whose change asks the controller to look at a resource now.
 pub const RECHECK_ANNOTATION: &str = "ecs.alicloud.dev/recheck";
@@ -21,6 +21,18 @@ pub enum Kind {
     Final,
     /// Only on the `Released` condition, while the resource lives.
     ReleaseState,
+}
+
+/// Everything a reason decides (see [`Reason::row`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub kind: Kind,
+    pub pace: Pace,
+    pub event: EventKind,
+    /// What the reason means, for the README's tables.
+    pub meaning: &'static str,
+    /// What a person can do (empty when nothing).
+    pub remedy: &'static str,
 }
 
 /// What the event of a reason is, if it publishes one.
@@ -105,212 +117,281 @@ impl Reason {
         })
     }
 
-    pub fn kind(self) -> Kind {
+    /// Everything this reason decides. One arm per reason and no catch-all, so a new reason
+    /// does not compile until someone chose its condition, pace, event, meaning and remedy.
+    pub fn row(self) -> Row {
         use Reason::*;
         match self {
-            InstanceObserved => Kind::Ready,
-            OwnershipRecorded
-            | WaitingForInitialization
-            | WaitingForStopped
-            | StopRequested
-            | ReleaseRequested
-            | ReleaseOutcomeUnknown
-            | WaitingForRelease
-            | IncorrectInstanceStatus
-            | IncorrectInstanceStatusInitializing
-            | DependencyViolationSLBConfiguring
-            | Throttled
-            | Retrying
-            | UnexpectedError => Kind::Progress,
-            InstanceNotFound
-            | InstanceNoLongerVisible
-            | DuplicateInstance
-            | OwnedByAnotherResource
-            | DependencyViolationRouteEntry
-            | InvalidParameter
-            | ChargeTypeViolation
-            | InstanceLockedForSecurity
-            | InvalidOperationDeletionProtection
-            | InvalidRegionId
-            | RequestRefused
-            | CredentialsRejected
-            | CredentialsUnavailable
-            | ReleaseNotConfirmed => Kind::Stalled,
-            Released | NotFound | NeverObserved | DuplicateRemoved | Orphaned => Kind::Final,
-            NotDeleting | Releasing => Kind::ReleaseState,
-        }
-    }
-
-    /// How soon to look again (the decision may poll faster while an instance is changing).
-    pub fn pace(self) -> Pace {
-        use Reason::*;
-        match self {
-            InstanceObserved => Pace::Steady,
-            WaitingForStopped => Pace::Waiting,
-            OwnershipRecorded
-            | WaitingForInitialization
-            | StopRequested
-            | ReleaseRequested
-            | ReleaseOutcomeUnknown
-            | WaitingForRelease
-            | IncorrectInstanceStatus => Pace::Transition,
-            IncorrectInstanceStatusInitializing | DependencyViolationSLBConfiguring | Retrying => {
-                Pace::Backoff(Backoff::Normal)
-            }
-            Throttled => Pace::Backoff(Backoff::Throttled),
-            UnexpectedError => Pace::Backoff(Backoff::Slow),
-            _ => match self.kind() {
-                Kind::Stalled => Pace::Recheck,
-                _ => Pace::Steady,
+            InstanceObserved => Row {
+                kind: Kind::Ready,
+                pace: Pace::Steady,
+                event: EventKind::None,
+                meaning: "the instance is observed and tagged as owned by this resource",
+                remedy: "",
+            },
+            OwnershipRecorded => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Normal,
+                meaning: "the instance was just tagged as owned by this resource",
+                remedy: "",
+            },
+            WaitingForInitialization => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::None,
+                meaning: "the instance is Pending or Starting",
+                remedy: "",
+            },
+            WaitingForStopped => Row {
+                kind: Kind::Progress,
+                pace: Pace::Waiting,
+                event: EventKind::None,
+                meaning: "waiting for the instance to be Stopped before DeleteInstance",
+                remedy: "Stop the instance, or set spec.onDelete.stop to Stop (or spec.onDelete.force to true); deletionPolicy Orphan keeps it",
+            },
+            StopRequested => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Normal,
+                meaning: "StopInstance was accepted; waiting for Stopped",
+                remedy: "",
+            },
+            ReleaseRequested => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Normal,
+                meaning: "DeleteInstance was accepted (also the `Released` condition until the instance is gone)",
+                remedy: "",
+            },
+            ReleaseOutcomeUnknown => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Warning,
+                meaning: "DeleteInstance was sent but its outcome is unknown (timeout, connection lost, 5xx); the intent is kept in `status.release` and the instance is observed before anything else is sent",
+                remedy: "Nothing to do: if the instance is still listed after --release-resend-after, DeleteInstance is sent again",
+            },
+            WaitingForRelease => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::None,
+                meaning: "DeleteInstance was accepted (RequestId in `status.release`); waiting for the instance to disappear",
+                remedy: "",
+            },
+            IncorrectInstanceStatus => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Warning,
+                meaning: "ECS saw the instance in another state than observed; observing again",
+                remedy: "",
+            },
+            IncorrectInstanceStatusInitializing => Row {
+                kind: Kind::Progress,
+                pace: Pace::Backoff(Backoff::Normal),
+                event: EventKind::Warning,
+                meaning: "ECS says the instance is still being created; retrying",
+                remedy: "Nothing to do: the controller retries with backoff",
+            },
+            DependencyViolationSLBConfiguring => Row {
+                kind: Kind::Progress,
+                pace: Pace::Backoff(Backoff::Normal),
+                event: EventKind::Warning,
+                meaning: "a load balancer is being configured; retrying",
+                remedy: "Nothing to do: the controller retries with backoff",
+            },
+            Throttled => Row {
+                kind: Kind::Progress,
+                pace: Pace::Backoff(Backoff::Throttled),
+                event: EventKind::Warning,
+                meaning: "the account's ECS API quota is exhausted; the controller slows down",
+                remedy: "Nothing to do: the controller retries with backoff",
+            },
+            Retrying => Row {
+                kind: Kind::Progress,
+                pace: Pace::Backoff(Backoff::Normal),
+                event: EventKind::Warning,
+                meaning: "a transient failure (5xx, timeout, connection); retrying with backoff",
+                remedy: "Nothing to do: the controller retries with backoff",
+            },
+            UnexpectedError => Row {
+                kind: Kind::Progress,
+                pace: Pace::Backoff(Backoff::Slow),
+                event: EventKind::Warning,
+                meaning: "an ECS code the controller does not know; retried slowly, shown verbatim",
+                remedy: "The controller retries slowly; look up the code in the ECS API documentation if it persists",
+            },
+            InstanceNotFound => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::None,
+                meaning: "DescribeInstances does not list the instance (not deleting)",
+                remedy: "Check spec.instanceId and spec.regionId and that the credentials belong to the instance's account",
+            },
+            InstanceNoLongerVisible => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "the instance was seen before, with other credentials, and is not listed now; nothing is released",
+                remedy: "Restore credentials of the account that owns the instance (or fix a RAM policy that hides it); if it is really gone, set deletionPolicy to Orphan",
+            },
+            DuplicateInstance => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "an older EcsInstance names the same region and instance and owns it",
+                remedy: "Delete this duplicate (nothing is released) or the owner; only the owner ever releases the instance",
+            },
+            OwnedByAnotherResource => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "the instance carries the owner tag of another EcsInstance",
+                remedy: "If that resource no longer exists, remove the tag ecs.alicloud.dev/owner-uid from the instance; to keep the instance, set deletionPolicy to Orphan",
+            },
+            DependencyViolationRouteEntry => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "a VPC route entry points at the instance",
+                remedy: "Delete the VPC route entries that point at the instance, or set deletionPolicy to Orphan",
+            },
+            InvalidParameter => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "ECS refused the instance ID",
+                remedy: "Check spec.instanceId; to remove this resource without a release, set deletionPolicy to Orphan",
+            },
+            ChargeTypeViolation => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "a subscription (PrePaid) instance cannot be released this way",
+                remedy: "Release the subscription in the console, or set spec.onDelete.terminateSubscription to true if it has expired; or set deletionPolicy to Orphan",
+            },
+            InstanceLockedForSecurity => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "the instance is locked for security reasons",
+                remedy: "Resolve the security lock with Alibaba Cloud, or set deletionPolicy to Orphan",
+            },
+            InvalidOperationDeletionProtection => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "release protection is on",
+                remedy: "Turn release protection off (ModifyInstanceAttribute DeletionProtection=false or the console), or set deletionPolicy to Orphan",
+            },
+            InvalidRegionId => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "ECS does not know the region in `spec.regionId`",
+                remedy: "spec.regionId is immutable: recreate the resource with the right region, or set deletionPolicy to Orphan",
+            },
+            RequestRefused => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "ECS refused a call for another reason (the code is in the message)",
+                remedy: "Fix the cause the ECS code names, or set deletionPolicy to Orphan",
+            },
+            CredentialsRejected => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "ECS rejected the credentials (key, signature, RAM permission)",
+                remedy: "Fix the access key (or the RAM policy: DescribeInstances, StopInstance, DeleteInstance, TagResources, UntagResources)",
+            },
+            CredentialsUnavailable => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "the credentials Secret is missing or malformed, or there are no controller credentials",
+                remedy: "Create the Secret with accessKeyId and accessKeySecret in the resource's namespace, or give the controller credentials",
+            },
+            ReleaseNotConfirmed => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "DeleteInstance was accepted, but the instance is still listed after `--release-timeout`",
+                remedy: "Check the instance in the ECS console; set deletionPolicy to Orphan to remove this resource",
+            },
+            Released => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Normal,
+                meaning: "the instance was released; the finalizer is removed",
+                remedy: "",
+            },
+            NotFound => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Normal,
+                meaning: "the instance no longer exists; the finalizer is removed",
+                remedy: "",
+            },
+            NeverObserved => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Normal,
+                meaning: "this resource never observed the instance, so it never managed it; nothing is released and the finalizer is removed",
+                remedy: "",
+            },
+            DuplicateRemoved => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Warning,
+                meaning: "a duplicate was deleted: no cloud call, the owner keeps the instance",
+                remedy: "",
+            },
+            Orphaned => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Normal,
+                meaning: "`deletionPolicy: Orphan`: the instance is left running, our tags removed",
+                remedy: "",
+            },
+            NotDeleting => Row {
+                kind: Kind::ReleaseState,
+                pace: Pace::Steady,
+                event: EventKind::None,
+                meaning: "`Released=False` while the resource is not being deleted",
+                remedy: "",
+            },
+            Releasing => Row {
+                kind: Kind::ReleaseState,
+                pace: Pace::Steady,
+                event: EventKind::None,
+                meaning: "`Released=False` while a deletion has not released the instance yet",
+                remedy: "",
             },
         }
     }
 
+    pub fn kind(self) -> Kind {
+        self.row().kind
+    }
+
+    /// How soon to look again (the decision may poll faster while an instance is changing).
+    pub fn pace(self) -> Pace {
+        self.row().pace
+    }
+
     /// Whether the reason publishes an event, and of which type.
     pub fn event(self) -> EventKind {
-        use Reason::*;
-        match self {
-            // A missing instance is a state, not an error loop (SPEC §4).
-            InstanceObserved
-            | InstanceNotFound
-            | WaitingForInitialization
-            | WaitingForStopped
-            | WaitingForRelease
-            | NotDeleting
-            | Releasing => EventKind::None,
-            OwnershipRecorded | StopRequested | ReleaseRequested | Released | NotFound
-            | NeverObserved | Orphaned => EventKind::Normal,
-            _ => EventKind::Warning,
-        }
+        self.row().event
     }
 
     /// What the reason means, for the README's tables.
     pub fn meaning(self) -> &'static str {
-        use Reason::*;
-        match self {
-            InstanceObserved => "the instance is observed and tagged as owned by this resource",
-            OwnershipRecorded => "the instance was just tagged as owned by this resource",
-            WaitingForInitialization => "the instance is Pending or Starting",
-            WaitingForStopped => "waiting for the instance to be Stopped before DeleteInstance",
-            StopRequested => "StopInstance was accepted; waiting for Stopped",
-            ReleaseRequested => {
-                "DeleteInstance was accepted (also the `Released` condition until the instance is gone)"
-            }
-            ReleaseOutcomeUnknown => {
-                "DeleteInstance was sent but its outcome is unknown (timeout, connection lost, 5xx); the intent is kept in `status.release` and the instance is observed before anything else is sent"
-            }
-            WaitingForRelease => {
-                "DeleteInstance was accepted (RequestId in `status.release`); waiting for the instance to disappear"
-            }
-            IncorrectInstanceStatus => {
-                "ECS saw the instance in another state than observed; observing again"
-            }
-            IncorrectInstanceStatusInitializing => {
-                "ECS says the instance is still being created; retrying"
-            }
-            DependencyViolationSLBConfiguring => "a load balancer is being configured; retrying",
-            Throttled => "the account's ECS API quota is exhausted; the controller slows down",
-            Retrying => "a transient failure (5xx, timeout, connection); retrying with backoff",
-            UnexpectedError => {
-                "an ECS code the controller does not know; retried slowly, shown verbatim"
-            }
-            InstanceNotFound => "DescribeInstances does not list the instance (not deleting)",
-            InstanceNoLongerVisible => {
-                "the instance was seen before, with other credentials, and is not listed now; nothing is released"
-            }
-            DuplicateInstance => {
-                "an older EcsInstance names the same region and instance and owns it"
-            }
-            OwnedByAnotherResource => "the instance carries the owner tag of another EcsInstance",
-            DependencyViolationRouteEntry => "a VPC route entry points at the instance",
-            InvalidParameter => "ECS refused the instance ID",
-            ChargeTypeViolation => "a subscription (PrePaid) instance cannot be released this way",
-            InstanceLockedForSecurity => "the instance is locked for security reasons",
-            InvalidOperationDeletionProtection => "release protection is on",
-            InvalidRegionId => "ECS does not know the region in `spec.regionId`",
-            RequestRefused => "ECS refused a call for another reason (the code is in the message)",
-            CredentialsRejected => "ECS rejected the credentials (key, signature, RAM permission)",
-            CredentialsUnavailable => {
-                "the credentials Secret is missing or malformed, or there are no controller credentials"
-            }
-            ReleaseNotConfirmed => {
-                "DeleteInstance was accepted, but the instance is still listed after `--release-timeout`"
-            }
-            Released => "the instance was released; the finalizer is removed",
-            NotFound => "the instance no longer exists; the finalizer is removed",
-            NeverObserved => {
-                "this resource never observed the instance, so it never managed it; nothing is released and the finalizer is removed"
-            }
-            DuplicateRemoved => {
-                "a duplicate was deleted: no cloud call, the owner keeps the instance"
-            }
-            Orphaned => "`deletionPolicy: Orphan`: the instance is left running, our tags removed",
-            NotDeleting => "`Released=False` while the resource is not being deleted",
-            Releasing => "`Released=False` while a deletion has not released the instance yet",
-        }
+        self.row().meaning
     }
 
-    /// What a person can do, ending every message of a reason that needs one.
+    /// What a person can do, ending every message of a reason that needs one (empty: nothing).
     pub fn remedy(self) -> &'static str {
-        use Reason::*;
-        match self {
-            WaitingForStopped => {
-                "Stop the instance, or set spec.onDelete.stop to Stop (or spec.onDelete.force to true); deletionPolicy Orphan keeps it"
-            }
-            Throttled
-            | Retrying
-            | IncorrectInstanceStatusInitializing
-            | DependencyViolationSLBConfiguring => {
-                "Nothing to do: the controller retries with backoff"
-            }
-            ReleaseOutcomeUnknown => {
-                "Nothing to do: if the instance is still listed after --release-resend-after, DeleteInstance is sent again"
-            }
-            UnexpectedError => {
-                "The controller retries slowly; look up the code in the ECS API documentation if it persists"
-            }
-            InstanceNotFound => {
-                "Check spec.instanceId and spec.regionId and that the credentials belong to the instance's account"
-            }
-            InstanceNoLongerVisible => {
-                "Restore credentials of the account that owns the instance (or fix a RAM policy that hides it); if it is really gone, set deletionPolicy to Orphan"
-            }
-            DuplicateInstance => {
-                "Delete this duplicate (nothing is released) or the owner; only the owner ever releases the instance"
-            }
-            OwnedByAnotherResource => {
-                "If that resource no longer exists, remove the tag ecs.alicloud.dev/owner-uid from the instance; to keep the instance, set deletionPolicy to Orphan"
-            }
-            DependencyViolationRouteEntry => {
-                "Delete the VPC route entries that point at the instance, or set deletionPolicy to Orphan"
-            }
-            InvalidParameter => {
-                "Check spec.instanceId; to remove this resource without a release, set deletionPolicy to Orphan"
-            }
-            ChargeTypeViolation => {
-                "Release the subscription in the console, or set spec.onDelete.terminateSubscription to true if it has expired; or set deletionPolicy to Orphan"
-            }
-            InstanceLockedForSecurity => {
-                "Resolve the security lock with Alibaba Cloud, or set deletionPolicy to Orphan"
-            }
-            InvalidOperationDeletionProtection => {
-                "Turn release protection off (ModifyInstanceAttribute DeletionProtection=false or the console), or set deletionPolicy to Orphan"
-            }
-            InvalidRegionId => {
-                "spec.regionId is immutable: recreate the resource with the right region, or set deletionPolicy to Orphan"
-            }
-            RequestRefused => "Fix the cause the ECS code names, or set deletionPolicy to Orphan",
-            CredentialsRejected => {
-                "Fix the access key (or the RAM policy: DescribeInstances, StopInstance, DeleteInstance, TagResources, UntagResources)"
-            }
-            CredentialsUnavailable => {
-                "Create the Secret with accessKeyId and accessKeySecret in the resource's namespace, or give the controller credentials"
-            }
-            ReleaseNotConfirmed => {
-                "Check the instance in the ECS console; set deletionPolicy to Orphan to remove this resource"
-            }
-            _ => "",
-        }
+        self.row().remedy
     }
 }
 

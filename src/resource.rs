@@ -175,16 +175,20 @@ pub struct ObservedInstance {
     /// PrePaid or PostPaid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge_type: Option<String>,
+    /// Release protection (`DeletionProtection`): while true, `DeleteInstance` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
+    /// Why ECS locks the instance (`OperationLocks`), e.g. `security`; empty when unlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lock_reasons: Vec<String>,
+    /// The zone the instance runs in, e.g. `cn-hangzhou-g`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_id: Option<String>,
+    /// When this observation was made (refreshed when it changes, or after the resync period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
     /// The credentials and region that last saw the instance listed: the evidence that "not
-    /// listed any more" means "released" (SPEC §3 "Evidence"). Kept when the instance vanishes.
+    /// listed any more" means "released" (design.md §2). Kept when the instance vanishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_with: Option<ObservedWith>,
 }
@@ -193,7 +197,9 @@ pub struct ObservedInstance {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedWith {
+    /// The AccessKeyId of the credentials that listed the instance.
     pub access_key_id: String,
+    /// The region it was listed in.
     pub region_id: String,
 }
 
@@ -205,20 +211,25 @@ pub struct LastError {
     /// The exact ECS error code, e.g. `DependencyViolation.RouteEntry`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// ECS's message, cleaned and bounded.
     pub message: String,
+    /// The RequestId of the failed call, to quote to Alibaba Cloud support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The HTTP status of the answer, if one came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
+    /// When the call failed.
     pub at: Time,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseRecord {
-    /// RequestId of the successful `DeleteInstance`.
+    /// RequestId of the successful `DeleteInstance`; absent while its outcome is unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// When `DeleteInstance` was sent (written just before it: the intent, design.md §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<Time>,
     /// When the instance was confirmed gone.

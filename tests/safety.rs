@@ -1,4 +1,4 @@
-//! SPEC §3 "Evidence" and "Ownership" against the real API server and the simulator: the
+//! The evidence and ownership rules (docs/design.md §2, §3) against the real API server and the simulator: the
 //! controller releases only what its resource owns, and removes a finalizer only on proof. Each
 //! test asserts on the simulator's call log, so a release that should not happen is seen.
 
