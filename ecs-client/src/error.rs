@@ -1,6 +1,6 @@
 //! One error type for every failed call, parsed from the API's JSON or XML error bodies, and the
-//! classification the reconciler decides on (SPEC §3: the code first, the HTTP status only when
-//! there is no code).
+//! classification the reconciler decides on (docs/ecs-reference.md §9: the code first, the HTTP
+//! status only when there is no code).
 
 use std::fmt;
 
@@ -11,7 +11,7 @@ use crate::sanitize::{
     clean_text,
 };
 
-/// What the reconciler does about an error (SPEC §3).
+/// What the reconciler does about an error (docs/ecs-reference.md §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// The instance is gone: treat as released.
@@ -46,8 +46,8 @@ impl ErrorClass {
             // A region the account cannot use: a person must fix `regionId`. Never NotFound,
             // which means "the instance is gone".
             "InvalidRegionId.NotFound" => ErrorClass::Terminal,
-            // TagResources / UntagResources (ECS API reference, error codes of both calls). A
-            // tag call's resource-not-found is terminal too: only StopInstance/DeleteInstance's
+            // TagResources / UntagResources (error codes of both calls: docs/ecs-reference.md §4).
+            // A tag call's resource-not-found is terminal too: only StopInstance/DeleteInstance's
             // own `InvalidInstanceId.NotFound` may count as "released".
             "InvalidResourceId.NotFound"
             | "InvalidResourceId.NotSupported"
@@ -262,8 +262,9 @@ impl EcsError {
         self.0.kind
     }
 
-    /// SPEC §3: the code decides; without a known code a 5xx status is transient, a 429 is
-    /// throttling; transport failures are transient; a request we refused to build is terminal.
+    /// docs/ecs-reference.md §9: the code decides; without a known code a 5xx status is transient,
+    /// a 429 is throttling; transport failures are transient; a request we refused to build is
+    /// terminal.
     pub fn class(&self) -> ErrorClass {
         if let Some(class) = self.0.code.as_deref().and_then(ErrorClass::of_code) {
             return class;

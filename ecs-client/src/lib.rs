@@ -2,7 +2,8 @@
 //!
 //! - [`signing`]: ACS3-HMAC-SHA256 (default) and HMAC-SHA1 RPC signatures, pure functions.
 //! - [`credentials`]: access keys from a Secret or the environment; secrets never printed.
-//! - [`error`]: one error type for every failure, and the SPEC §3 classification.
+//! - [`error`]: one error type for every failure, and its classification
+//!   (docs/ecs-reference.md §9).
 //! - [`sanitize`]: [`clean_text`], the one function that makes cloud text (codes, messages,
 //!   RequestIds) bounded and printable before it reaches a status, an event or a log line.
 //! - [`EcsClient`]: typed calls with a per-(endpoint, action) adaptive rate limiter, retries

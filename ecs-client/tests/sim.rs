@@ -271,7 +271,8 @@ async fn sts_tokens_are_sent_in_both_modes_and_never_leak() {
     }
 }
 
-/// Each row of the SPEC §3 table the simulator can produce, parsed and classified.
+/// Each row of the error table (docs/design.md §11, docs/ecs-reference.md §9) the simulator can
+/// produce, parsed and classified.
 #[tokio::test]
 async fn error_codes_are_parsed_and_classified() {
     // Slow transitions: a Pending instance stays Pending during the test.

@@ -245,7 +245,7 @@ fn minute_precision(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%MZ").to_string()
 }
 
-/// The DescribeInstances item, with the fields the reference shows (§2.2).
+/// The DescribeInstances item, with the fields of docs/ecs-reference.md §3.
 fn instance_node(instance: &Instance) -> Node {
     let spec = &instance.spec;
     let instance_type = spec
@@ -442,8 +442,9 @@ fn delete_instance(
     let terminate_subscription = params.bool("TerminateSubscription", false)?;
     params.bool("DryRun", false)?;
     let instance = target(store, caller, params)?;
-    // The reference says DeleteInstance works under a security lock; the simulator refuses it
-    // so SPEC §3's InstanceLockedForSecurity row can be produced (documented in the README).
+    // ECS documents that DeleteInstance works under a security lock (docs/ecs-reference.md §3); the
+    // simulator refuses it so the error table's InstanceLockedForSecurity row
+    // (docs/design.md §11) can be produced (documented in the README).
     if instance.has_lock("security") {
         return Err(EcsError::locked_for_security());
     }

@@ -1,13 +1,13 @@
 //! The ECS error catalogue: codes, HTTP statuses and messages as the real service returns them.
 //!
-//! Sources (see shared/reference/ecs-openapi.md): §1.2 (DeleteInstance table), §1.3 (gateway
-//! errors) and §2.1 (StopInstance). Where the tables disagree the choice is noted at the
-//! constructor.
+//! Sources: docs/ecs-reference.md §1 (DeleteInstance table), §2 (gateway errors) and §3
+//! (StopInstance). Where the tables disagree the choice is noted at the constructor.
 //!
 //! Tag and region errors: the error tables of the ECS API pages TagResources, UntagResources and
 //! ListTagResources (current English pages, TagResources changed 2025-04-10; the older copies in
 //! the repository `AlibabaCloudDocs/ecs`, `intl.en-US/API Reference/Tags/*.md`, agree on codes,
-//! statuses and messages), and DescribeInstanceStatus / DescribeInstances (§2.2, §2.3).
+//! statuses and messages), and DescribeInstanceStatus / DescribeInstances
+//! (docs/ecs-reference.md §3, §4).
 //! Codes those pages do not define for a case are marked UNCONFIRMED at the constructor.
 
 /// An error answer: HTTP status, ECS `Code` and `Message`.
@@ -27,10 +27,10 @@ impl EcsError {
         }
     }
 
-    // --- gateway (common) errors, §1.3 ---
+    // --- gateway (common) errors, docs/ecs-reference.md §2 ---
 
     /// A missing common parameter of the gateway (`Action`, `AccessKeyId`, `Timestamp`, ...):
-    /// the `Missing{Name}` form of §1.3.
+    /// the `Missing{Name}` form of docs/ecs-reference.md §2.
     pub fn missing_common(name: &str) -> Self {
         Self::new(
             400,
@@ -50,7 +50,7 @@ impl EcsError {
         )
     }
 
-    /// A parameter whose value cannot be used (generic gateway form of §1.3).
+    /// A parameter whose value cannot be used (generic gateway form of docs/ecs-reference.md §2).
     pub fn invalid_parameter(name: &str) -> Self {
         Self::new(
             400,
@@ -75,7 +75,8 @@ impl EcsError {
         )
     }
 
-    /// §1.3 lists 404 and 400 for this code; 404 is the first table's value and is used here.
+    /// docs/ecs-reference.md §2 lists 404 and 400 for this code; 404 (the first table's) is
+    /// used here.
     pub fn access_key_not_found() -> Self {
         Self::new(
             404,
@@ -156,7 +157,8 @@ impl EcsError {
         )
     }
 
-    /// The gateway's wording (§1.3); the DeleteInstance table has a shorter variant.
+    /// The gateway's wording (docs/ecs-reference.md §2); the DeleteInstance table has a shorter
+    /// variant.
     pub fn internal_error() -> Self {
         Self::new(
             500,
@@ -173,7 +175,8 @@ impl EcsError {
         )
     }
 
-    /// Gateway table (§1.3). Produced by fault injection only (the simulator has no RAM model).
+    /// Gateway table (docs/ecs-reference.md §2). Fault injection only (the simulator has no RAM
+    /// model).
     pub fn forbidden_ram() -> Self {
         Self::new(
             403,
@@ -182,7 +185,7 @@ impl EcsError {
         )
     }
 
-    /// Gateway table (§1.3). Fault injection only.
+    /// Gateway table (docs/ecs-reference.md §2). Fault injection only.
     pub fn throttling() -> Self {
         Self::new(
             400,
@@ -191,7 +194,8 @@ impl EcsError {
         )
     }
 
-    /// Gateway table (§1.3); its 400 status is UNCONFIRMED for ECS. Fault injection only.
+    /// Gateway table (docs/ecs-reference.md §2); its 400 status is UNCONFIRMED for ECS. Fault
+    /// injection only.
     pub fn throttling_api() -> Self {
         Self::new(
             400,
@@ -200,7 +204,7 @@ impl EcsError {
         )
     }
 
-    /// Not in the reference: a request body above the simulator's limit.
+    /// Not in docs/ecs-reference.md: a request body above the simulator's limit.
     pub fn body_too_large() -> Self {
         Self::new(
             413,
@@ -209,7 +213,7 @@ impl EcsError {
         )
     }
 
-    // --- operation errors, §1.2 / §2.1 / §2.2 ---
+    // --- operation errors, docs/ecs-reference.md §1 / §3 ---
 
     pub fn invalid_instance_id() -> Self {
         Self::new(
@@ -259,7 +263,7 @@ impl EcsError {
         )
     }
 
-    /// The literal-message row of §1.2 (the other row is a `%s` template).
+    /// The literal-message row of docs/ecs-reference.md §1 (the other row is a `%s` template).
     pub fn deletion_protection() -> Self {
         Self::new(
             403,
@@ -317,7 +321,7 @@ impl EcsError {
         )
     }
 
-    // --- regions (DescribeInstanceStatus table §2.3; Tag*Resources tables) ---
+    // --- regions (DescribeInstanceStatus and Tag*Resources tables, docs/ecs-reference.md §4) ---
 
     pub fn region_not_found() -> Self {
         Self::new(
@@ -327,7 +331,7 @@ impl EcsError {
         )
     }
 
-    // --- tags: TagResources, UntagResources, ListTagResources tables ---
+    // --- tags: TagResources, UntagResources, ListTagResources tables, docs/ecs-reference.md §4 ---
 
     /// The tag pages' own missing-parameter form (404, not the gateway's 400 `MissingParameter`):
     /// `MissingParameter.RegionId`, `.ResourceType`, `.ResourceIds`, `.Tags`.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::EcsError;
 
-/// The codes an `errorRate` rule answers with (gateway errors, reference §1.3).
+/// The codes an `errorRate` rule answers with (gateway errors, docs/ecs-reference.md §2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     #[default]

@@ -66,7 +66,8 @@ pub fn render_success(
     render(format, &format!("{action}Response"), &Node::Object(fields))
 }
 
-/// The error body: `RequestId`, `HostId`, `Code`, `Message`, `Recommend` (§3.3).
+/// The error body: `RequestId`, `HostId`, `Code`, `Message`, `Recommend`
+/// (docs/ecs-reference.md §5).
 pub fn render_error(format: Format, error: &EcsError, request_id: &str, host_id: &str) -> String {
     let recommend = format!(
         "https://api.aliyun.com/troubleshoot?q={}&product=Ecs&requestId={request_id}",

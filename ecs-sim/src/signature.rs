@@ -1,5 +1,5 @@
 //! Server-side signature computation for the two schemes the ECS gateway accepts, written from
-//! the published algorithms (reference/ecs-openapi.md §4), independent of any client code.
+//! the published algorithms (docs/ecs-reference.md §6), independent of any client code.
 //!
 //! - V1: `SignatureMethod=HMAC-SHA1`, `SignatureVersion=1.0`, all params signed.
 //! - V3: `Authorization: ACS3-HMAC-SHA256 Credential=..,SignedHeaders=..,Signature=..`.
@@ -162,7 +162,7 @@ pub fn v3_verify(secret: &str, string_to_sign: &str, provided_hex: &str) -> bool
 
 #[cfg(test)]
 mod tests {
-    //! The official vectors of reference/ecs-openapi.md ("Test vectors" A, B, C).
+    //! The official vectors A, B, C of docs/ecs-reference.md §6.
     use super::*;
 
     fn v1_signature(secret: &str, string_to_sign: &str) -> String {

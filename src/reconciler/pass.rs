@@ -11,7 +11,7 @@ use ecs_client::{Credentials, EcsError, RequestId};
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::credentials::{self, CredentialsPolicy, SecretCache};
 use super::objects::Objects;
@@ -72,6 +72,23 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
 
     /// Adds the finalizer to a new resource, forgets one that is gone, or makes a pass.
     pub async fn reconcile(&self, resource: &EcsInstance, view: &View) -> Result<Outcome, Error> {
+        // Every log line of the pass carries the object and, once decided, the reason.
+        let span = tracing::info_span!(
+            "reconcile",
+            resource = %ObjectRef::from_obj(resource),
+            generation = resource.metadata.generation.unwrap_or_default(),
+            reason = tracing::field::Empty,
+        );
+        self.reconcile_in_span(resource, view)
+            .instrument(span)
+            .await
+    }
+
+    async fn reconcile_in_span(
+        &self,
+        resource: &EcsInstance,
+        view: &View,
+    ) -> Result<Outcome, Error> {
         let has_finalizer = resource.finalizers().iter().any(|f| f == FINALIZER);
         match (decision::is_deleting(resource), has_finalizer) {
             (false, false) => {
@@ -117,6 +134,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         }
         let deleting = decision::is_deleting(resource);
         let reason = decision.reason().unwrap_or_default();
+        tracing::Span::current().record("reason", reason);
         match decision.next {
             Next::RemoveFinalizer => {
                 // Only from the version this pass read or wrote: a change in between (a user's
