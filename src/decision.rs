@@ -734,8 +734,9 @@ impl<'a> Draft<'a> {
     }
 
     /// `deletionPolicy: Orphan` came after a release was asked for and the instance is still
-    /// listed: wait for the release to show as long as a release would take, then say that the
-    /// instance stays (an unknown outcome that never showed was no release).
+    /// listed: wait for the release to show as long as a release would take, then remove the
+    /// resource saying what ECS was told (an unknown outcome that never showed was no release;
+    /// an accepted one may still happen).
     fn orphan_after_release(self, instance: &Instance) -> Decision {
         let input = self.input();
         let id = &instance.instance_id;
@@ -759,11 +760,20 @@ impl<'a> Draft<'a> {
             );
             return self.progress(Reason::WaitingForRelease, &what, Pace::Transition);
         }
-        let what = format!(
-            "deletionPolicy is Orphan; {told} before that, but instance {id} is still listed as {} after {}: it is left as it is (its owner tags too) and the resource is removed",
-            instance.status.as_str(),
-            friendly(window)
-        );
+        let status = instance.status.as_str();
+        let what = if self.release_request_id().is_some() {
+            // ECS accepted it: the instance may still go, whatever this resource does now.
+            format!(
+                "deletionPolicy is Orphan; {told} before that, and instance {id} is still listed as {status} after {}: ECS may still release it; the resource is removed without confirming the release (the owner tags stay)",
+                friendly(window)
+            )
+        } else {
+            // Not released within the resend window: the unknown outcome was no release.
+            format!(
+                "deletionPolicy is Orphan; {told} before that, but instance {id} is still listed as {status} after {}, so it was not released: it is left as it is (its owner tags too) and the resource is removed",
+                friendly(window)
+            )
+        };
         self.settle(Reason::Orphaned, &what, "Orphan")
     }
 

@@ -58,14 +58,16 @@ pub struct Metrics {
     deletions_blocked: Gauge,
     leader: Gauge,
     deletions_blocked_by_reason: Family<ReasonLabels, Gauge>,
-    watch_failing: Family<NamespaceLabels, Gauge>,
+    watch_failing: Family<WatchLabels, Gauge>,
     deletions: Mutex<Deletions>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NamespaceLabels {
+pub struct WatchLabels {
     /// The watched namespace, `*` for a watch of all.
     pub namespace: String,
+    /// `ecsinstances` or `secrets`.
+    pub resource: String,
 }
 
 /// Which resources are being deleted, and which of those need a person (`Stalled`, with the
@@ -142,10 +144,10 @@ impl Default for Metrics {
                 })
                 .set(0);
         }
-        let watch_failing = Family::<NamespaceLabels, Gauge>::default();
+        let watch_failing = Family::<WatchLabels, Gauge>::default();
         registry.register(
             "watch_failing",
-            "1 while the EcsInstance watch of a namespace (`*`: all) fails, e.g. 403 after its RoleBinding went",
+            "1 while the EcsInstance or Secret watch of a namespace (`*`: all) fails, e.g. 403 after its RoleBinding went",
             watch_failing.clone(),
         );
         let leader = Gauge::default();
@@ -180,11 +182,12 @@ impl Metrics {
         text
     }
 
-    /// Whether the watch of `namespace` fails now.
-    pub fn watch_failing(&self, namespace: &str, failing: bool) {
+    /// Whether the watch of `resource` (`ecsinstances`, `secrets`) in `namespace` fails now.
+    pub fn watch_failing(&self, namespace: &str, resource: &str, failing: bool) {
         self.watch_failing
-            .get_or_create(&NamespaceLabels {
+            .get_or_create(&WatchLabels {
                 namespace: namespace.to_string(),
+                resource: resource.to_string(),
             })
             .set(i64::from(failing));
     }

@@ -190,6 +190,7 @@ pub async fn run(
     let watching = ctx.clone();
     let swept = reader.clone();
     let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
+    let secrets_watched = watched.clone();
     // Deletions of resources clean what this process remembers of them. The cache keeps no
     // `managedFields`: they are most of an object's size and never read.
     let config = watcher::Config::default().any_semantic();
@@ -202,7 +203,14 @@ pub async fn run(
     // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
     // resources that reference a Secret when it changes or appears, and to release the in-use
     // finalizer of a Secret no resource needs any more.
-    let secrets = watch::paced(watcher(secrets_api, config)).touched_objects();
+    let secret_watching = ctx.clone();
+    let secrets = watch::paced(watcher(secrets_api, config))
+        .inspect(move |event| {
+            if !matches!(event, Ok(watcher::Event::Init)) {
+                secret_watching.on_watch_health(event.as_ref().err(), &secrets_watched, "secrets")
+            }
+        })
+        .touched_objects();
     let store = reader.clone();
     let secret_ctx = ctx.clone();
     Controller::for_stream(instances, reader)
@@ -283,32 +291,37 @@ impl Context {
         store: &Store<EcsInstance>,
         namespace: &str,
     ) {
-        match event {
-            Err(error) => {
-                self.watch_health.failed(namespace, &error.to_string());
-                self.shell.metrics.watch_failing(namespace, true);
-                warn!(%error, namespace, "EcsInstance watch failed; retrying (other namespaces carry on)");
-            }
-            // kube-runtime emits `Init` before it lists: not yet proof that the watch works.
-            Ok(watcher::Event::Init) => {}
-            Ok(event) => {
-                self.watch_health.succeeded(namespace);
-                self.shell.metrics.watch_failing(namespace, false);
-                match event {
-                    watcher::Event::Delete(resource) => {
-                        self.shell.forget(&ObjectRef::from_obj(resource));
-                        if let Some(reference) = &resource.spec.credentials_ref {
-                            let namespace = resource.namespace().unwrap_or_default();
-                            self.release_secret_later(
-                                namespace,
-                                reference.name.clone(),
-                                store.clone(),
-                            );
-                        }
+        if !matches!(event, Ok(watcher::Event::Init)) {
+            self.on_watch_health(event.as_ref().err(), namespace, "ecsinstances");
+        }
+        if let Ok(event) = event {
+            match event {
+                watcher::Event::Delete(resource) => {
+                    self.shell.forget(&ObjectRef::from_obj(resource));
+                    if let Some(reference) = &resource.spec.credentials_ref {
+                        let namespace = resource.namespace().unwrap_or_default();
+                        self.release_secret_later(namespace, reference.name.clone(), store.clone());
                     }
-                    watcher::Event::InitDone => self.forget_missing(store),
-                    _ => {}
                 }
+                watcher::Event::InitDone => self.forget_missing(store),
+                _ => {}
+            }
+        }
+    }
+
+    /// Health, metric and log of one watch (`resource` in `namespace`) after an event or an
+    /// error. kube-runtime's `Init` comes before the list: not yet proof that the watch works.
+    fn on_watch_health(&self, error: Option<&watcher::Error>, namespace: &str, resource: &str) {
+        let watch = format!("{namespace} ({resource})");
+        match error {
+            Some(error) => {
+                self.watch_health.failed(&watch, &error.to_string());
+                self.shell.metrics.watch_failing(namespace, resource, true);
+                warn!(%error, namespace, resource, "watch failed; retrying (other namespaces carry on)");
+            }
+            None => {
+                self.watch_health.succeeded(&watch);
+                self.shell.metrics.watch_failing(namespace, resource, false);
             }
         }
     }
