@@ -280,8 +280,10 @@ YAML
   kubectl -n team-a delete ecsinstance scoped --wait=false
   kubectl -n team-a wait ecsinstance/scoped --for=delete --timeout=60s
   sleep 3
-  unwatched=$(kubectl -n e2e-unwatched get ecsinstance scoped -o jsonpath='{.metadata.finalizers}{.status}')
-  [ -z "$unwatched" ] ||
+  # An untouched status is the CRD's schema default, {observedGeneration: 0}.
+  unwatched=$(kubectl -n e2e-unwatched get ecsinstance scoped \
+    -o jsonpath='{.metadata.finalizers}{.status.observedGeneration}{.status.conditions}')
+  [ -z "$unwatched" ] || [ "$unwatched" = 0 ] ||
     { echo "node-e2e: FAILED: the controller touched a resource outside its namespaces: $unwatched" >&2; exit 1; }
   pod=$(running_pods | head -n 1)
   deletes=$(calls "$pod" DeleteInstance)

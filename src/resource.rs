@@ -143,6 +143,14 @@ pub struct CredentialsRef {
 /// Observed state, written by the controller through the status subresource.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// A resource the controller has not written yet has no stored status. Without one, kstatus
+// (Flux `wait`, kpt, cli-utils) has nothing to go by and reads it Current. This schema default
+// makes the API server return `status: {observedGeneration: 0}` for it (defaults are applied on
+// every read from etcd, so also after the status subresource dropped the status on create);
+// `metadata.generation` starts at 1, so kstatus reads InProgress until the controller's first
+// status write, which always sets `observedGeneration` (`Draft::new`). 0 rather than -1: "no
+// generation observed", and as non-negative as the conditions' `observedGeneration`.
+#[schemars(extend("default" = { "observedGeneration": 0 }))]
 pub struct EcsInstanceStatus {
     /// The `metadata.generation` the status was computed from (for kstatus and `kubectl wait`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -199,24 +199,50 @@ async fn kubectl_wait_ready(h: &Harness, name: &str, timeout: &str) -> bool {
 
 const SCHEDULED_FOR_DELETION: &str = "Resource scheduled for deletion";
 
-/// Before the controller has seen a resource it has no status: kstatus reads it Current (it has
-/// nothing to go by), Argo CD Progressing. Current once observed; a spec change the controller
-/// has not seen yet is InProgress (and `kubectl wait` agrees: it does not return while the
-/// generation is not observed), Current again once a restarted controller observed it.
+/// Before the controller has seen a resource nothing is stored in its status, and the API server
+/// returns the CRD's schema default `{observedGeneration: 0}`: kstatus reads it InProgress (a
+/// bare object without a status would read Current: kstatus has nothing to go by), Argo CD
+/// Progressing, and `kubectl wait` does not return. Current once observed; a spec change the
+/// controller has not seen yet is InProgress (and `kubectl wait` agrees: it does not return
+/// while the generation is not observed), Current again once a restarted controller observed it.
 #[tokio::test]
 async fn current_when_observed_and_in_progress_until_a_spec_change_is_observed() {
     let mut h = Harness::start("kstatus-current").await;
     h.seed("i-bp1kscurrent01", json!({ "status": "Running" }))
         .await;
     h.kill_controller().await;
-    h.create("web-1", "i-bp1kscurrent01", json!({})).await;
+    let created = h.create("web-1", "i-bp1kscurrent01", json!({})).await;
+    let created = serde_json::to_value(created).expect("JSON");
+    assert_eq!(
+        created["status"],
+        json!({ "observedGeneration": 0 }),
+        "the create response: {created:#}"
+    );
     let unseen = judged(&h, "web-1").await;
-    assert!(unseen.object["status"].is_null(), "{:#}", unseen.object);
-    unseen.expect(
+    let object = unseen.expect(
+        KStatus::InProgress,
+        "EcsInstance generation is 1, but latest observed generation is 0",
+        "Progressing",
+        "Waiting for the controller",
+    );
+    assert_eq!(object["metadata"]["generation"], 1);
+    assert_eq!(
+        object["status"],
+        json!({ "observedGeneration": 0 }),
+        "{object:#}"
+    );
+    // The default is the only thing that makes it InProgress: without it, Current.
+    let mut bare = object.clone();
+    bare.as_object_mut().expect("an object").remove("status");
+    judge(bare).expect(
         KStatus::Current,
         "Resource is current",
         "Progressing",
         "Waiting for the controller",
+    );
+    assert!(
+        !kubectl_wait_ready(&h, "web-1", "2s").await,
+        "kubectl wait must not accept a resource the controller has not seen"
     );
 
     h.start_controller(fast_timings());

@@ -23,7 +23,7 @@ use std::{
 
 use ecs_instance_controller::{
     EcsInstance,
-    resource::{FINALIZER, SECRET_IN_USE_FINALIZER},
+    resource::{EcsInstanceStatus, FINALIZER, SECRET_IN_USE_FINALIZER},
 };
 use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
@@ -819,7 +819,13 @@ async fn one_namespace_without_rights_holds_up_only_itself() {
     );
     let bad_resource = bad_api.get("web-1").await.expect("bad's resource");
     assert!(
-        bad_resource.finalizers().is_empty() && bad_resource.status.is_none(),
+        // Untouched: its status is the CRD's schema default, `{observedGeneration: 0}`.
+        bad_resource.finalizers().is_empty()
+            && bad_resource.status
+                == Some(EcsInstanceStatus {
+                    observed_generation: Some(0),
+                    ..Default::default()
+                }),
         "the controller touched a resource it has no rights to see: {:?} {:?}",
         bad_resource.finalizers(),
         bad_resource.status

@@ -154,8 +154,8 @@ impl Credentials {
         let Some(token) = self.security_token.as_deref() else {
             return text.to_owned();
         };
-        let once = crate::signing::percent_encode(token);
-        let twice = crate::signing::percent_encode(&once);
+        let once = crate::encoding::percent_encode(token);
+        let twice = crate::encoding::percent_encode(&once);
         // Longest first, so a shorter form never leaves a tail of a longer one behind.
         let mut forms = [twice, once, token.to_owned()];
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));

@@ -2,6 +2,8 @@
 //!
 //! - [`signing`]: ACS3-HMAC-SHA256 (default) and HMAC-SHA1 RPC signatures, pure functions.
 //! - [`credentials`]: access keys from a Secret or the environment; secrets never printed.
+//! - `encoding`: RFC 3986 percent-encoding (re-exported as [`signing::percent_encode`]), shared
+//!   by `signing` and `credentials` so that neither depends on the other for it.
 //! - [`error`]: one error type for every failure, and its classification
 //!   (docs/ecs-reference.md §9).
 //! - [`sanitize`]: [`clean_text`], the one function that makes cloud text (codes, messages,
@@ -14,6 +16,7 @@
 mod batch;
 mod client;
 pub mod credentials;
+mod encoding;
 pub mod error;
 mod model;
 mod ratelimit;

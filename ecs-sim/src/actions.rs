@@ -6,13 +6,13 @@
 //! protection → charge type → status → dependencies → `DryRun` → effect.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
+use crate::call::{Caller, Fields};
 use crate::errors::EcsError;
 use crate::model::{ChargeType, Instance, Status, Store};
 use crate::params::Params;
 use crate::response::Node;
-use crate::state::{State, Timing};
+use crate::state::State;
 use crate::tags;
 
 /// The actions this simulator answers; anything else is `InvalidApi.NotFound`.
@@ -30,14 +30,6 @@ pub const ACTIONS: &[&str] = &[
 pub const API_VERSION: &str = "2014-05-26";
 
 const MAX_IDS: usize = 100;
-
-pub struct Caller<'a> {
-    pub access_key_id: &'a str,
-    pub now: Instant,
-    pub timing: Timing,
-}
-
-pub type Fields = Vec<(&'static str, Node)>;
 
 pub fn run(
     state: &mut State,

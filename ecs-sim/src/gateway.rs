@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 
-use crate::actions::{self, API_VERSION, Caller};
+use crate::actions::{self, API_VERSION};
+use crate::call::Caller;
 use crate::encoding::{MalformedPair, decode_pairs};
 use crate::errors::EcsError;
 use crate::faults::Verdict;

@@ -4,6 +4,7 @@
 mod accounts;
 mod actions;
 mod admin;
+mod call;
 mod encoding;
 mod errors;
 mod faults;

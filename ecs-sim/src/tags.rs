@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::actions::{Caller, Fields};
+use crate::call::{Caller, Fields};
 use crate::errors::EcsError;
 use crate::model::{MAX_TAG_LENGTH, MAX_TAGS_PER_RESOURCE, Store};
 use crate::params::Params;

@@ -2,7 +2,9 @@
 -- being deleted -> Progressing ("Releasing: ..."), or Degraded when the release is Stalled;
 -- status older than the spec -> Progressing; Stalled=True -> Degraded;
 -- Reconciling=True -> Progressing; Ready=True -> Healthy;
--- Ready=False -> Degraded for InstanceNotFound, else Progressing; no status -> Progressing.
+-- Ready=False -> Degraded for InstanceNotFound, else Progressing; no status, or no conditions
+-- (the CRD's schema default `status: {observedGeneration: 0}` before the controller's first
+-- write) -> Progressing "Waiting for the controller".
 --
 -- Written for the runtime Argo CD gives a check installed in argocd-cm: gopher-lua (Lua 5.1)
 -- with only the base, table and package libraries (no string, math or os unless

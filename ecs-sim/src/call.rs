@@ -1,0 +1,16 @@
+//! What every operation gets and returns: the authenticated [`Caller`] (from the gateway) and
+//! the response [`Fields`] (to the renderer). Shared by the dispatcher (`actions`) and the tag
+//! operations (`tags`), so neither depends on the other for them.
+
+use std::time::Instant;
+
+use crate::response::Node;
+use crate::state::Timing;
+
+pub struct Caller<'a> {
+    pub access_key_id: &'a str,
+    pub now: Instant,
+    pub timing: Timing,
+}
+
+pub type Fields = Vec<(&'static str, Node)>;
