@@ -112,6 +112,8 @@ pub struct Input<'a> {
     /// after sending it) is sent again only when the instance is still listed after this long,
     /// well beyond the time ECS takes to show a release (design.md §4).
     pub resend_after: SignedDuration,
+    /// With other claimants, how long our owner tag must have held before a release.
+    pub ownership_settle: SignedDuration,
     /// The other resources that name the same region and instance, for ownership.
     pub claimants: &'a [Claimant],
     /// When the release intent written this pass was stored, for [`conclude`] after a
@@ -129,6 +131,9 @@ pub struct Claimant {
     /// Its status records that its credentials listed the instance. A resource whose
     /// credentials never listed the instance never owns it.
     pub listed: bool,
+    /// The controller has not written its status yet: whether it can list the instance is not
+    /// known, so a younger resource waits for it rather than racing it to the tag.
+    pub unseen: bool,
 }
 
 impl Claimant {
@@ -146,6 +151,10 @@ impl Claimant {
                 .as_ref()
                 .and_then(|s| s.instance.as_ref())
                 .is_some_and(|i| i.status.is_some()),
+            unseen: resource
+                .status
+                .as_ref()
+                .is_none_or(|s| s.conditions.is_empty()),
         }
     }
 
@@ -160,7 +169,8 @@ impl Claimant {
 enum Ownership {
     /// Tagged for this resource: the tag decides, whatever else names the instance.
     Ours,
-    /// Untagged, and no older resource whose credentials listed it names it: tag it.
+    /// Untagged, and no older resource that listed it (or has not been looked at yet) names it:
+    /// tag it.
     Untagged,
     /// Another resource of the cluster owns it (`namespace/name`): by its tag, or, untagged,
     /// as the oldest resource that listed it.
@@ -186,7 +196,7 @@ fn ownership(input: &Input, instance: &Instance) -> Ownership {
             input
                 .claimants
                 .iter()
-                .filter(|c| c.listed && c.uid != own_uid && c.age() < own.age())
+                .filter(|c| (c.listed || c.unseen) && c.uid != own_uid && c.age() < own.age())
                 .min_by(|a, b| a.age().cmp(&b.age()))
                 .map_or(Ownership::Untagged, |owner| {
                     Ownership::Duplicate(owner.name.clone())
@@ -230,24 +240,16 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// Make this call, then [`conclude`] with its result.
-    Call(CloudCall),
+    /// Write this status if it differs from the stored one (only if the resource is still at
+    /// the version the plan was made from), make this call, then [`conclude`] with its result.
+    /// The status records this pass's observation, so the evidence of design.md §2 is on record
+    /// before anything changes in the cloud, and before `DeleteInstance` also the intent
+    /// (`release.requestedAt` without a RequestId, design.md §4): a process that dies before
+    /// recording the answer leaves a trace, and its successor neither sends a second
+    /// `DeleteInstance` at once nor reports the release as "nothing to release".
+    Call(CloudCall, EcsInstanceStatus),
     /// Nothing to call.
     Done(Decision),
-}
-
-/// The status to write just before sending `DeleteInstance`: the intent (`release.requestedAt`
-/// without a RequestId), so that a process that dies before recording the answer leaves a
-/// trace, and its successor neither sends a second `DeleteInstance` at once nor reports the
-/// release as "nothing to release".
-pub fn with_release_intent(resource: &EcsInstance, now: Timestamp) -> EcsInstanceStatus {
-    let mut status = resource.status.clone().unwrap_or_default();
-    status.release = Some(ReleaseRecord {
-        request_id: None,
-        requested_at: Some(Time(now)),
-        confirmed_at: None,
-    });
-    status
 }
 
 pub fn is_deleting(resource: &EcsInstance) -> bool {
@@ -294,7 +296,7 @@ pub fn plan(input: &Input) -> Plan {
             return Plan::Done(draft.orphan_after_release(instance));
         }
         return match untag(input.resource, instance) {
-            Some(call) => Plan::Call(call),
+            Some(call) => draft.call(call),
             None => Plan::Done(draft.orphan(None)),
         };
     }
@@ -307,7 +309,7 @@ pub fn plan(input: &Input) -> Plan {
         return Plan::Done(draft.outcome_pending(instance, at));
     }
     match ownership(input, instance) {
-        Ownership::Untagged => Plan::Call(CloudCall::Tag(TagInstance {
+        Ownership::Untagged => draft.call(CloudCall::Tag(TagInstance {
             region_id: input.resource.spec.region_id.clone(),
             instance_id: instance.instance_id.clone(),
             tags: [
@@ -322,9 +324,10 @@ pub fn plan(input: &Input) -> Plan {
         Ownership::Duplicate(owner) => Plan::Done(draft.duplicate(&owner)),
         Ownership::Another => Plan::Done(draft.owned_by_another(instance)),
         Ownership::Ours if !is_deleting(input.resource) => Plan::Done(draft.ready(instance, None)),
+        Ownership::Ours if draft.tag_unsettled(input) => Plan::Done(draft.confirming_ownership()),
         Ownership::Ours => match release_step(input, instance) {
             Step::Wait { reason, what, pace } => Plan::Done(draft.progress(reason, &what, pace)),
-            Step::Call(call) => Plan::Call(call),
+            Step::Call(call) => draft.call(call),
         },
     }
 }
@@ -545,6 +548,18 @@ impl<'a> Draft<'a> {
     }
 
     /// A `DeleteInstance` was accepted or sent with an unknown outcome.
+    /// The plan to make `call`, with what must be on record first (see [`Plan::Call`]).
+    fn call(mut self, call: CloudCall) -> Plan {
+        if let CloudCall::Delete(_) = call {
+            self.status.release = Some(ReleaseRecord {
+                request_id: None,
+                requested_at: Some(self.now.clone()),
+                confirmed_at: None,
+            });
+        }
+        Plan::Call(call, self.status)
+    }
+
     fn release_requested(&self) -> bool {
         self.release_request_id().is_some() || self.release_intent().is_some()
     }
@@ -866,6 +881,13 @@ impl<'a> Draft<'a> {
             lock_reasons: instance.lock_reasons.clone(),
             zone_id: Some(instance.zone_id.clone()).filter(|z| !z.is_empty()),
             observed_at: Some(self.now.clone()),
+            owned_since: is_ours(self.resource, instance).then(|| {
+                self.status
+                    .instance
+                    .as_ref()
+                    .and_then(|previous| previous.owned_since.clone())
+                    .unwrap_or_else(|| self.now.clone())
+            }),
             observed_with: input.access_key_id.map(|key| ObservedWith {
                 access_key_id: key.to_string(),
                 region_id: self.resource.spec.region_id.clone(),
@@ -908,6 +930,31 @@ impl<'a> Draft<'a> {
             });
         }
         self.settle_with(Reason::InstanceObserved, &what, OBSERVE, pace)
+    }
+
+    /// Other resources name the instance and our owner tag has not held for
+    /// `ownership_settle` yet: a tag call of theirs decided on an older observation could still
+    /// land and replace it (design.md §3).
+    fn tag_unsettled(&self, input: &Input) -> bool {
+        !input.claimants.is_empty()
+            && self
+                .status
+                .instance
+                .as_ref()
+                .and_then(|i| i.owned_since.as_ref())
+                .is_none_or(|since| input.now.duration_since(since.0) < input.ownership_settle)
+    }
+
+    fn confirming_ownership(self) -> Decision {
+        let input = self.input();
+        let others: Vec<&str> = input.claimants.iter().map(|c| c.name.as_str()).collect();
+        let what = format!(
+            "Instance {} carries this resource's owner tag, and {} name it too: the release waits until the tag has held for {}",
+            self.resource.spec.instance_id,
+            others.join(", "),
+            friendly(input.ownership_settle)
+        );
+        self.progress(Reason::ConfirmingOwnership, &what, Pace::Transition)
     }
 
     /// Another resource of the cluster owns the instance (`owner`): this one never acts on it,

@@ -123,6 +123,7 @@ impl<'a> Pass<'a> {
             observed_at_refresh: SignedDuration::from_mins(5),
             release_timeout: SignedDuration::from_mins(10),
             resend_after: SignedDuration::from_mins(1),
+            ownership_settle: SignedDuration::from_mins(1),
             claimants: &self.claimants,
             intent_at: self.intent_at,
         }
@@ -136,14 +137,14 @@ impl<'a> Pass<'a> {
     fn done(&self) -> Decision {
         match self.plan() {
             Plan::Done(decision) => decision,
-            Plan::Call(call) => panic!("expected no call, got {call:?}"),
+            Plan::Call(call, _) => panic!("expected no call, got {call:?}"),
         }
     }
 
     /// The call the pass asks for.
     fn call(&self) -> CloudCall {
         match self.plan() {
-            Plan::Call(call) => call,
+            Plan::Call(call, _) => call,
             Plan::Done(decision) => panic!("expected a call, got {:?}", decision.reason()),
         }
     }
@@ -895,6 +896,7 @@ fn claimant(name: &str, uid: &str, created: Timestamp, listed: bool) -> Claimant
         uid: Some(uid.into()),
         created: Some(created),
         listed,
+        unseen: false,
     }
 }
 
@@ -939,6 +941,19 @@ fn the_owner_tag_decides_over_an_older_resource() {
         now() - SignedDuration::from_hours(1),
         true,
     )];
+    // While the tag is new, a tag call of the other one could still replace it.
+    let d = pass.done();
+    assert_not_ready(&d, false, "ConfirmingOwnership");
+    assert!(condition(&d, RECONCILING).2.contains("team-b/web-0"));
+    let r = after(&r, &d);
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.claimants = vec![claimant(
+        "team-b/web-0",
+        "0b8a3c1e-0000-4000-8000-0000000000b0",
+        now() - SignedDuration::from_hours(1),
+        true,
+    )];
+    pass.now = now() + SignedDuration::from_mins(2);
     assert!(matches!(pass.call(), CloudCall::Delete(_)));
 
     // Tagged for another resource of the cluster: a duplicate of that one, whatever the ages.
@@ -975,6 +990,25 @@ fn a_resource_whose_credentials_never_listed_the_instance_does_not_pre_empt_the_
 }
 
 #[test]
+fn a_younger_resource_waits_for_an_older_one_not_looked_at_yet() {
+    let live = created_at(resource(OnDelete::default()), now());
+    let mut older = claimant(
+        "default/older",
+        "0b8a3c1e-0000-4000-8000-0000000000a1",
+        now() - SignedDuration::from_secs(1),
+        false,
+    );
+    older.unseen = true;
+    let mut pass = Pass::new(&live, instance_tagged(InstanceStatus::Running, None));
+    pass.claimants = vec![older.clone()];
+    assert_eq!(pass.done().reason(), Some("DuplicateInstance"));
+    // Once looked at, and its credentials do not list the instance, it no longer counts.
+    older.unseen = false;
+    pass.claimants = vec![older];
+    assert!(matches!(pass.call(), CloudCall::Tag(_)));
+}
+
+#[test]
 fn equal_creation_times_give_exactly_one_owner() {
     let (uid_a, uid_b) = (
         "0b8a3c1e-0000-4000-8000-00000000000a",
@@ -990,8 +1024,8 @@ fn equal_creation_times_give_exactly_one_owner() {
     let mut pass_b = Pass::new(&b, untagged);
     pass_b.claimants = vec![claimant("default/web-1", uid_a, now(), true)];
     let tags = [
-        matches!(pass_a.plan(), Plan::Call(CloudCall::Tag(_))),
-        matches!(pass_b.plan(), Plan::Call(CloudCall::Tag(_))),
+        matches!(pass_a.plan(), Plan::Call(CloudCall::Tag(_), _)),
+        matches!(pass_b.plan(), Plan::Call(CloudCall::Tag(_), _)),
     ];
     assert_eq!(tags, [true, false], "the lower UID tags, the other waits");
 
@@ -1136,7 +1170,19 @@ fn a_release_still_listed_long_after_it_was_accepted_needs_a_person() {
 fn a_release_whose_answer_was_lost_is_not_resent_at_once_and_ends_as_released() {
     let r = observed_then_deleted(OnDelete::default());
     let mut intent = r.clone();
-    intent.status = Some(with_release_intent(&r, now()));
+    let Plan::Call(CloudCall::Delete(_), record) =
+        Pass::new(&r, owned(InstanceStatus::Stopped)).plan()
+    else {
+        panic!("a Stopped instance is released")
+    };
+    assert!(
+        record
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.observed_with.is_some()),
+        "the intent carries the observation that justified it"
+    );
+    intent.status = Some(record);
     let d = Pass::new(&intent, owned(InstanceStatus::Stopped)).done();
     assert_not_ready(&d, false, "ReleaseOutcomeUnknown");
     assert!(condition(&d, RECONCILING).2.contains("outcome is unknown"));

@@ -57,6 +57,9 @@ pub struct Timings {
     /// A `DeleteInstance` whose outcome is unknown is sent again only if the instance is still
     /// listed this long after it was sent, so a release that ECS processed can show first.
     pub release_resend: Duration,
+    /// With other resources naming the same instance, the owner releases it only once its tag
+    /// has held this long (longer than any tag call of theirs can stay in flight).
+    pub ownership_settle: Duration,
     /// An accepted release whose instance is still listed after this long is reported Stalled.
     pub release_timeout: Duration,
 }
@@ -75,6 +78,7 @@ impl Default for Timings {
             backoff_cap: Duration::from_secs(600),
             stop_grace: Duration::from_secs(60),
             release_resend: Duration::from_secs(300),
+            ownership_settle: Duration::from_secs(60),
             release_timeout: Duration::from_secs(600),
         }
     }

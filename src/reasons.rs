@@ -62,6 +62,7 @@ macro_rules! reasons {
 reasons!(
     InstanceObserved,
     OwnershipRecorded,
+    ConfirmingOwnership,
     WaitingForInitialization,
     WaitingForStopped,
     StopRequested,
@@ -135,6 +136,13 @@ impl Reason {
                 event: EventKind::Normal,
                 meaning: "the instance was just tagged as owned by this resource",
                 remedy: "",
+            },
+            ConfirmingOwnership => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::None,
+                meaning: "another EcsInstance names the same instance: the release waits until this resource's owner tag has held for a while",
+                remedy: "Nothing to do: the release goes ahead once the tag has held; delete the other EcsInstance if it is a mistake",
             },
             WaitingForInitialization => Row {
                 kind: Kind::Progress,

@@ -195,6 +195,11 @@ pub struct ObservedInstance {
     /// When this observation was made (refreshed when it changes, or after the resync period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+    /// Since when the observations in a row show this resource's owner tag on the instance.
+    /// With other resources naming the same instance, a release waits until the tag has held
+    /// for a while: a tag call of theirs still in flight could replace it (design.md §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_since: Option<Time>,
     /// The credentials and region that last saw the instance listed: the evidence that "not
     /// listed any more" means "released" (design.md §2). Kept when the instance vanishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

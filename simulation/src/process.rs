@@ -136,7 +136,10 @@ impl Process {
         };
         self.housekeeping
             .push(tokio::spawn(ACTOR.scope(actor, async move {
-                shell.release_secret(&key.0, &key.1, needed).await;
+                // As production: retried until done, `needed` as the cache said at the event.
+                shell
+                    .release_secret_until_done(&key.0, &key.1, move || needed)
+                    .await;
             })));
     }
 

@@ -162,11 +162,6 @@ pub struct World {
     pub graves: Vec<Grave>,
     /// The deletionPolicy of each resource when its release intent was last written.
     pub intent_policy: BTreeMap<String, DeletionPolicy>,
-    /// Experiment, off by default: every status write is conditional on the version the pass
-    /// read (or last wrote), as if `pass.rs` passed it; to see what else fails once the
-    /// stale-status-write bug is fixed.
-    pub status_precondition: bool,
-    pass_writes: BTreeMap<u64, String>,
     passes: u64,
     resource_version: u64,
     next_uid: u64,
@@ -193,8 +188,6 @@ impl World {
             events: BTreeMap::new(),
             graves: Vec::new(),
             intent_policy: BTreeMap::new(),
-            status_precondition: false,
-            pass_writes: BTreeMap::new(),
             passes: 0,
             resource_version: 0,
             next_uid: 0,
@@ -818,16 +811,6 @@ impl Cluster for SimCluster {
                 .release
                 .as_ref()
                 .is_some_and(|r| r.request_id.is_none() && r.requested_at.is_some());
-            let pass = actor().map_or(0, |a| a.pass);
-            let emulated = match (resource_version, world.status_precondition) {
-                (None, true) => world
-                    .pass_writes
-                    .get(&pass)
-                    .cloned()
-                    .or_else(|| resource.resource_version()),
-                _ => None,
-            };
-            let resource_version = resource_version.or(emulated.as_deref());
             match world.objects.get(&key).cloned() {
                 None => Err(gone(&key)),
                 Some(stored)
@@ -858,9 +841,6 @@ impl Cluster for SimCluster {
                     stored.status = Some(status.clone());
                     world.store_object(stored);
                     let version = world.objects.get(&key).and_then(|o| o.resource_version());
-                    if let Some(version) = &version {
-                        world.pass_writes.insert(pass, version.clone());
-                    }
                     let line = format!(
                         "{} write status {reason}{} -> rv {version:?}",
                         show(&key),

@@ -263,7 +263,7 @@ fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) ->
 
 impl Context {
     /// Releases the in-use finalizer of a Secret outside the watch's callback (which cannot
-    /// wait), checking again that no resource needs it.
+    /// wait), checking again before each try that no resource needs it.
     fn release_secret_later(
         self: &Arc<Self>,
         namespace: String,
@@ -277,8 +277,11 @@ impl Context {
             if store.wait_until_ready().await.is_err() {
                 return;
             }
-            let needed = secret_needed(&store, &namespace, &name);
-            ctx.shell.release_secret(&namespace, &name, needed).await;
+            ctx.shell
+                .release_secret_until_done(&namespace, &name, || {
+                    secret_needed(&store, &namespace, &name)
+                })
+                .await;
         });
     }
 

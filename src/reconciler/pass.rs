@@ -33,6 +33,14 @@ pub struct View {
     pub secret_needed_elsewhere: bool,
 }
 
+/// A pass's decision, with the status written on the way (before a call), if any, and the
+/// resourceVersion the pass last read or wrote.
+struct Decided {
+    decision: Decision,
+    stored: Option<EcsInstanceStatus>,
+    version: Option<String>,
+}
+
 /// When to look at the resource again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -105,18 +113,20 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
 
     async fn pass(&self, resource: &EcsInstance, view: &View) -> Result<Outcome, Error> {
         let object = ObjectRef::from_obj(resource);
-        let (decision, written) = self.decide(resource, view).await?;
-        // Compared with what is stored now: the release intent, if this pass wrote one.
-        let (stored, mut version) = match &written {
-            Some((status, version)) => (Some(status), version.clone()),
-            None => (resource.status.as_ref(), resource.resource_version()),
-        };
+        let Decided {
+            decision,
+            stored,
+            mut version,
+        } = self.decide(resource, view).await?;
+        let stored = stored.as_ref().or(resource.status.as_ref());
         let unchanged = stored == Some(&decision.status)
             || vanishes_with_recorded_release(resource, stored, &decision.next);
         if !unchanged {
+            // Only onto the version this pass read or wrote: a status computed from an older
+            // read would erase what was written since (the evidence, a release), design.md §5.
             version = self
                 .cluster
-                .write_status(resource, &decision.status, None)
+                .write_status(resource, &decision.status, version.as_deref())
                 .await?;
         }
         let changed = !unchanged;
@@ -151,7 +161,9 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
                 info!(resource = %object, reason, "finalizer removed");
                 if let Some(reference) = &resource.spec.credentials_ref {
                     let namespace = resource.namespace().unwrap_or_default();
-                    self.release_secret(&namespace, &reference.name, view.secret_needed_elsewhere)
+                    // One try; the resource's deletion event retries until it is done.
+                    let _ = self
+                        .release_secret(&namespace, &reference.name, view.secret_needed_elsewhere)
                         .await;
                 }
                 Ok(Outcome::AwaitChange)
@@ -174,13 +186,8 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         }
     }
 
-    /// Observe, plan, make the one call the plan asks for, conclude. Also returns the status
-    /// written on the way (the release intent) with the resourceVersion it left, if any.
-    async fn decide(
-        &self,
-        resource: &EcsInstance,
-        view: &View,
-    ) -> Result<(Decision, Option<(EcsInstanceStatus, Option<String>)>), Error> {
+    /// Observe, plan, make the one call the plan asks for, conclude.
+    async fn decide(&self, resource: &EcsInstance, view: &View) -> Result<Decided, Error> {
         let source = credentials::source(resource);
         let resolved = credentials::resolve(
             &self.cluster,
@@ -227,29 +234,43 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             observed_at_refresh: signed(self.timings.steady),
             release_timeout: signed(self.timings.release_timeout),
             resend_after: signed(self.timings.release_resend),
+            ownership_settle: signed(self.timings.ownership_settle),
             claimants: &view.claimants,
             intent_at: None,
         };
-        let call = match decision::plan(&input) {
-            Plan::Done(decision) => return Ok((decision, None)),
-            Plan::Call(call) => call,
+        let version = resource.resource_version();
+        let (call, record) = match decision::plan(&input) {
+            Plan::Done(decision) => {
+                return Ok(Decided {
+                    decision,
+                    stored: None,
+                    version,
+                });
+            }
+            Plan::Call(call, record) => (call, record),
         };
         let Ok(resolved) = &resolved else {
             unreachable!("a call is planned only after an observation with credentials")
         };
-        let mut written = None;
-        if let CloudCall::Delete(_) = call {
-            // No DeleteInstance without a trace of it in the status first, and only if the
-            // resource is still as this plan saw it: a change in between (Orphan, a new spec)
-            // makes the write fail with a conflict, and the next pass plans from the change.
-            let at = self.clock.now();
-            let intent = decision::with_release_intent(resource, at);
-            let version = self
+        // What the plan saw, and before DeleteInstance the intent, on record before the call,
+        // and only if the resource is still as this plan saw it: a change in between (Orphan, a
+        // new spec, another process's write) makes the write fail with a conflict, nothing is
+        // sent, and the next pass plans from the change (design.md §4, §5).
+        let (stored, version) = if resource.status.as_ref() == Some(&record) {
+            (None, version)
+        } else {
+            let written = self
                 .cluster
-                .write_status(resource, &intent, resource.resource_version().as_deref())
+                .write_status(resource, &record, version.as_deref())
                 .await?;
-            input.intent_at = Some(at);
-            written = Some((intent, version));
+            (Some(record), written)
+        };
+        if let CloudCall::Delete(_) = call {
+            input.intent_at = stored
+                .as_ref()
+                .or(resource.status.as_ref())
+                .and_then(|s| s.release.as_ref()?.requested_at.as_ref())
+                .map(|at| at.0);
         }
         info!(resource = %ObjectRef::from_obj(resource), action = call.action(), "calling ECS");
         let result = self
@@ -258,7 +279,11 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             .await;
         self.remember(resource, &call, &result);
         input.now = self.clock.now();
-        Ok((decision::conclude(&input, &call, &result), written))
+        Ok(Decided {
+            decision: decision::conclude(&input, &call, &result),
+            stored,
+            version,
+        })
     }
 
     fn remember(
@@ -288,19 +313,49 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         }
     }
 
-    /// Removes the in-use finalizer of a Secret that no resource holding our finalizer names.
-    pub async fn release_secret(&self, namespace: &str, name: &str, needed: bool) {
+    /// Removes the in-use finalizer of a Secret that no resource holding our finalizer names
+    /// (one try; a failure is logged and returned).
+    pub async fn release_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        needed: bool,
+    ) -> Result<(), Error> {
         if needed {
-            return;
+            return Ok(());
         }
+        let secret = format!("{namespace}/{name}");
         match self.cluster.protect_secret(namespace, name, false).await {
             Ok(()) => {
-                debug!(secret = %format!("{namespace}/{name}"), "credentials Secret no longer in use")
+                debug!(%secret, "credentials Secret no longer in use");
+                Ok(())
             }
             Err(error) => {
-                warn!(%error, secret = %format!("{namespace}/{name}"), "could not remove the in-use finalizer of the credentials Secret")
+                warn!(%error, %secret, "could not remove the in-use finalizer of the credentials Secret; retrying");
+                Err(error)
             }
         }
+    }
+
+    /// [`Self::release_secret`] until it is done, asking `needed` again before each try: nothing
+    /// else would look at the Secret again after a failed try (design.md §6). Gives up after
+    /// [`SECRET_TRIES`] (about a minute; a refusal that lasts, such as RBAC without `patch` on
+    /// Secrets, is logged each time); the Secret's next change tries again.
+    pub async fn release_secret_until_done(
+        &self,
+        namespace: &str,
+        name: &str,
+        needed: impl Fn() -> bool,
+    ) {
+        let mut delay = SECRET_RETRY_FIRST;
+        for _ in 1..SECRET_TRIES {
+            if self.release_secret(namespace, name, needed()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(KUBE_RETRY_CAP);
+        }
+        let _ = self.release_secret(namespace, name, needed()).await;
     }
 
     /// Drops everything this process keeps about a resource.
@@ -329,6 +384,10 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
     }
 }
 
+/// Tries to release a Secret after a resource naming it went.
+const SECRET_TRIES: u32 = 10;
+/// The first wait before another try to release a Secret.
+const SECRET_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The longest wait after a failed Kubernetes API call.
 const KUBE_RETRY_CAP: Duration = Duration::from_secs(10);
 /// The first wait after a conflict: the change that caused it also wakes the controller.

@@ -41,6 +41,7 @@ pub fn fast_timings() -> Timings {
         backoff_cap: Duration::from_secs(2),
         stop_grace: Duration::from_secs(1),
         release_resend: Duration::from_secs(1),
+        ownership_settle: Duration::from_secs(2),
         release_timeout: Duration::from_secs(60),
     }
 }

@@ -6,9 +6,7 @@ use std::time::Instant;
 use simulation::{Config, by_invariant, describe_failure, run_seed, run_seeds, survey};
 
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: simulate --seeds N [--from S] [--keep-going] [--status-precondition] | simulate --seed S [--trace]"
-    );
+    eprintln!("usage: simulate --seeds N [--from S] [--keep-going] | simulate --seed S [--trace]");
     ExitCode::from(2)
 }
 
@@ -19,7 +17,6 @@ fn main() -> ExitCode {
     let mut seed = None;
     let mut trace = false;
     let mut keep_going = false;
-    let mut status_precondition = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let mut value = || iter.next().and_then(|v| v.parse::<u64>().ok());
@@ -29,14 +26,10 @@ fn main() -> ExitCode {
             "--seed" => seed = value(),
             "--trace" => trace = true,
             "--keep-going" => keep_going = true,
-            "--status-precondition" => status_precondition = true,
             _ => return usage(),
         }
     }
-    let config = Config {
-        status_precondition,
-        ..Config::default()
-    };
+    let config = Config::default();
     if let Some(seed) = seed {
         let report = run_seed(seed, config);
         if trace {
