@@ -212,12 +212,18 @@ pub enum Next {
     Requeue(Pace),
 }
 
+/// An event to publish; its type (Normal or Warning) is its reason's ([`Reason::event`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSpec {
-    pub warning: bool,
     pub reason: Reason,
     pub action: &'static str,
     pub note: String,
+}
+
+impl EventSpec {
+    pub fn is_warning(&self) -> bool {
+        self.reason.event() == EventKind::Warning
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -638,8 +644,7 @@ impl<'a> Draft<'a> {
         }
         let mut events = match reason.event() {
             EventKind::None => Vec::new(),
-            kind => vec![EventSpec {
-                warning: kind == EventKind::Warning,
+            EventKind::Normal | EventKind::Warning => vec![EventSpec {
                 reason,
                 action,
                 note: message,
@@ -923,7 +928,6 @@ impl<'a> Draft<'a> {
         };
         if let Some(note) = tagged {
             self.extra_events.push(EventSpec {
-                warning: false,
                 reason: Reason::OwnershipRecorded,
                 action: "Tag",
                 note,

@@ -205,7 +205,7 @@ fn event_reasons(decision: &Decision) -> Vec<(&'static str, bool)> {
     decision
         .events
         .iter()
-        .map(|e| (e.reason.as_str(), e.warning))
+        .map(|e| (e.reason.as_str(), e.is_warning()))
         .collect()
 }
 

@@ -221,10 +221,17 @@ async fn a_delete_instance_that_never_reached_ecs_is_sent_again_only_after_the_r
         call_succeeded(&deletes[1]) && deletes[1]["answerDropped"] == false,
         "{deletes:#?}"
     );
-    let gap = received_at(&deletes[1]).duration_since(received_at(&deletes[0]));
+    // The window runs from the intent (written just before the first call), not from the
+    // moment the first call arrived.
+    let intent_at = release
+        .as_ref()
+        .and_then(|r| r.requested_at.as_ref())
+        .expect("the intent's time")
+        .0;
+    let gap = received_at(&deletes[1]).duration_since(intent_at);
     assert!(
         gap >= SignedDuration::try_from(window).unwrap(),
-        "resent after {gap:?}, before the {window:?} window: {deletes:#?}"
+        "resent {gap:?} after the intent, before the {window:?} window: {deletes:#?}"
     );
     assert!(h.sim.instance(id).await.is_none(), "released in ECS");
 

@@ -296,7 +296,7 @@ impl Cluster for KubeCluster {
 
     async fn publish(&self, resource: &EcsInstance, event: &EventSpec) {
         let object = ObjectRef::from_obj(resource);
-        let type_ = if event.warning {
+        let type_ = if event.is_warning() {
             EventType::Warning
         } else {
             EventType::Normal

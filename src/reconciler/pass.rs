@@ -131,7 +131,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         }
         let changed = !unchanged;
         for event in &decision.events {
-            if event.warning {
+            if event.is_warning() {
                 warn!(resource = %object, reason = event.reason.as_str(), "{}", event.note);
             } else {
                 info!(resource = %object, reason = event.reason.as_str(), "{}", event.note);
@@ -139,7 +139,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             self.cluster.publish(resource, event).await;
         }
         self.metrics.reconciled();
-        for event in decision.events.iter().filter(|e| e.warning) {
+        for event in decision.events.iter().filter(|e| e.is_warning()) {
             self.metrics.reconcile_failed(event.reason.as_str());
         }
         let deleting = decision::is_deleting(resource);
