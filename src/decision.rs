@@ -556,6 +556,13 @@ impl<'a> Draft<'a> {
     /// A `DeleteInstance` was accepted or sent with an unknown outcome.
     /// The plan to make `call`, with what must be on record first (see [`Plan::Call`]).
     fn call(mut self, call: CloudCall) -> Plan {
+        // The record is what was observed (and the intent), not a verdict: the last error and
+        // the conditions stay as they are until the call's outcome is known.
+        self.status.last_error = self
+            .resource
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.clone());
         if let CloudCall::Delete(_) = call {
             self.status.release = Some(ReleaseRecord {
                 request_id: None,

@@ -1118,6 +1118,25 @@ fn orphan_after_an_accepted_release_reports_the_release() {
 }
 
 #[test]
+fn the_record_before_a_call_keeps_the_last_error_until_the_outcome_is_known() {
+    let r = observed_then_deleted(OnDelete::default());
+    let failed = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Err(api_error(
+        "DeleteInstance",
+        403,
+        "IncorrectInstanceStatus.Initializing",
+        "initializing",
+    )));
+    let r = after(&r, &failed);
+    let Plan::Call(CloudCall::Delete(_), record) =
+        Pass::new(&r, owned(InstanceStatus::Stopped)).plan()
+    else {
+        panic!("asked again")
+    };
+    assert_eq!(record.last_error, failed.status.last_error);
+    assert_eq!(record.conditions, failed.status.conditions);
+}
+
+#[test]
 fn a_successful_observation_clears_the_last_error() {
     let r = observed_then_deleted(OnDelete::default());
     let failed = Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Err(api_error(
