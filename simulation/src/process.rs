@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use ecs_client::Credentials;
 use ecs_instance_controller::{
-    decision::{self, Claimant},
+    decision,
     pacing::Timings,
-    reasons::RECHECK_ANNOTATION,
-    reconciler::{Error, Outcome, Shell, View},
-    resource::{EcsInstance, FINALIZER, SECRET_IN_USE_FINALIZER},
+    reconciler::{self, Error, Outcome, Shell, View},
+    resource::{EcsInstance, SECRET_IN_USE_FINALIZER},
 };
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use tokio::task::JoinHandle;
@@ -41,28 +40,6 @@ pub struct Process {
     cursor: usize,
     /// How long a change takes to reach this process's cache.
     pub lag: Duration,
-}
-
-/// The fields whose change wakes the reconciler (as `watch::relevant_change`).
-fn relevance(resource: &EcsInstance) -> impl PartialEq + use<> {
-    (
-        resource.metadata.generation,
-        resource.metadata.finalizers.clone(),
-        resource.metadata.deletion_timestamp.is_some(),
-        resource.annotations().get(RECHECK_ANNOTATION).cloned(),
-    )
-}
-
-fn holds_finalizer(resource: &EcsInstance) -> bool {
-    resource.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-fn names_secret(resource: &EcsInstance, secret: &str) -> bool {
-    resource
-        .spec
-        .credentials_ref
-        .as_ref()
-        .is_some_and(|r| r.name == secret)
 }
 
 impl Process {
@@ -110,11 +87,9 @@ impl Process {
     }
 
     fn secret_needed(&self, namespace: &str, name: &str) -> bool {
-        self.cache.values().any(|resource| {
-            resource.namespace().as_deref() == Some(namespace)
-                && holds_finalizer(resource)
-                && names_secret(resource, name)
-        })
+        self.cache
+            .values()
+            .any(|resource| reconciler::needs_secret(resource, namespace, name))
     }
 
     fn release_secret_later(&mut self, shared: &Shared, key: Key) {
@@ -160,10 +135,9 @@ impl Process {
         for change in changes {
             match change {
                 Change::Instance(key, Some(resource)) => {
-                    let wake = self
-                        .cache
-                        .get(&key)
-                        .is_none_or(|old| relevance(old) != relevance(&resource));
+                    let wake = self.cache.get(&key).is_none_or(|old| {
+                        reconciler::relevant_change(old) != reconciler::relevant_change(&resource)
+                    });
                     self.cache.insert(key.clone(), resource);
                     if wake {
                         self.queue.insert(key, now);
@@ -199,7 +173,7 @@ impl Process {
                     let referencing: Vec<Key> = self
                         .cache
                         .iter()
-                        .filter(|(k, r)| k.0 == key.0 && names_secret(r, &key.1))
+                        .filter(|(k, r)| k.0 == key.0 && reconciler::names_secret(r, &key.1))
                         .map(|(k, _)| k.clone())
                         .collect();
                     for k in referencing {
@@ -211,32 +185,10 @@ impl Process {
         self.housekeeping.retain(|h| !h.is_finished());
     }
 
-    /// What a pass of `resource` sees of the others (as `reconciler::view`).
+    /// What a pass of `resource` sees of the others: the controller's own `reconciler::view`
+    /// on this process's cache.
     fn view(&self, resource: &EcsInstance) -> View {
-        let others: Vec<&Arc<EcsInstance>> = self
-            .cache
-            .values()
-            .filter(|other| other.uid() != resource.uid())
-            .collect();
-        let claimants = others
-            .iter()
-            .filter(|other| {
-                other.spec.instance_id == resource.spec.instance_id
-                    && other.spec.region_id == resource.spec.region_id
-            })
-            .map(|other| Claimant::of(other))
-            .collect();
-        let secret_needed_elsewhere = resource.spec.credentials_ref.as_ref().is_some_and(|r| {
-            others.iter().any(|other| {
-                other.namespace() == resource.namespace()
-                    && holds_finalizer(other)
-                    && names_secret(other, &r.name)
-            })
-        });
-        View {
-            claimants,
-            secret_needed_elsewhere,
-        }
+        reconciler::view(resource, self.cache.values().map(Arc::as_ref))
     }
 
     /// Collects finished passes (and requeues), then starts the passes that are due.

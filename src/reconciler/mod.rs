@@ -41,6 +41,7 @@ pub use credentials::CredentialsPolicy;
 pub use kube_api::{KubeCluster, MANAGER};
 pub use pass::{Outcome, Shell, View};
 pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
+pub use watch::{names_secret, relevant_change};
 
 use crate::{
     decision::Claimant,
@@ -126,45 +127,46 @@ impl Context {
     }
 }
 
-/// What a pass of `resource` sees of the others in `stores`.
-fn view(stores: &[Store<EcsInstance>], resource: &EcsInstance) -> View {
-    let others: Vec<Arc<EcsInstance>> = stores
-        .iter()
-        .flat_map(|store| store.state())
-        .filter(|other| other.uid() != resource.uid())
-        .collect();
-    let claimants = others
-        .iter()
-        .filter(|other| {
-            other.spec.instance_id == resource.spec.instance_id
-                && other.spec.region_id == resource.spec.region_id
-        })
-        .map(|other| Claimant::of(other))
-        .collect();
-    let secret_needed_elsewhere = resource.spec.credentials_ref.as_ref().is_some_and(|r| {
-        others.iter().any(|other| {
-            other.namespace() == resource.namespace()
-                && holds_finalizer(other)
-                && watch::names_secret(other, &r.name)
-        })
-    });
-    View {
-        claimants,
-        secret_needed_elsewhere,
+/// What a pass of `resource` sees of the other resources in `cache` (the watch caches, or the
+/// simulation's): which name the same instance, and whether one that holds our finalizer names
+/// the same credentials Secret.
+pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsInstance>) -> View {
+    let namespace = resource.namespace();
+    let secret = resource
+        .spec
+        .credentials_ref
+        .as_ref()
+        .map(|r| r.name.as_str());
+    let mut view = View::default();
+    for other in cache.into_iter().filter(|o| o.uid() != resource.uid()) {
+        if other.spec.instance_id == resource.spec.instance_id
+            && other.spec.region_id == resource.spec.region_id
+        {
+            view.claimants.push(Claimant::of(other));
+        }
+        if let (Some(namespace), Some(secret)) = (namespace.as_deref(), secret)
+            && needs_secret(other, namespace, secret)
+        {
+            view.secret_needed_elsewhere = true;
+        }
     }
+    view
 }
 
-fn holds_finalizer(resource: &EcsInstance) -> bool {
-    resource.finalizers().iter().any(|f| f == FINALIZER)
+/// Whether `resource` holds our finalizer and names the Secret `namespace/name`: such a Secret
+/// keeps its in-use finalizer (design.md §6).
+pub fn needs_secret(resource: &EcsInstance, namespace: &str, name: &str) -> bool {
+    resource.namespace().as_deref() == Some(namespace)
+        && resource.finalizers().iter().any(|f| f == FINALIZER)
+        && names_secret(resource, name)
 }
 
-/// Whether a resource of `store` holding our finalizer names the Secret `namespace/name`.
+/// Whether a resource of `store` needs the Secret `namespace/name`.
 fn secret_needed(store: &Store<EcsInstance>, namespace: &str, name: &str) -> bool {
-    store.state().iter().any(|resource| {
-        resource.namespace().as_deref() == Some(namespace)
-            && holds_finalizer(resource)
-            && watch::names_secret(resource, name)
-    })
+    store
+        .state()
+        .iter()
+        .any(|resource| needs_secret(resource, namespace, name))
 }
 
 /// Runs the controller for one namespace (or all) until `shutdown` resolves.
@@ -247,7 +249,8 @@ pub async fn run(
 async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Ownership is decided on the caches: never before this namespace's first complete list.
     let stores = ctx.stores_for(&resource).await?;
-    let view = view(&stores, &resource);
+    let cache: Vec<Arc<EcsInstance>> = stores.iter().flat_map(|store| store.state()).collect();
+    let view = view(&resource, cache.iter().map(Arc::as_ref));
     Ok(match ctx.shell.reconcile(&resource, &view).await? {
         Outcome::Requeue(delay) => Action::requeue(delay),
         Outcome::AwaitChange => Action::await_change(),
