@@ -643,7 +643,7 @@ impl<'a> Draft<'a> {
         );
         self.set(STALLED, stalled, name, if stalled { &message } else { "" });
         match (kind, reason) {
-            (Kind::Final, Reason::Released | Reason::NotFound) => {
+            (Kind::Final, Reason::Released | Reason::AlreadyGone) => {
                 self.set(RELEASED, true, name, &message)
             }
             (Kind::Final, _) => self.set(RELEASED, false, name, &message),
@@ -857,7 +857,7 @@ impl<'a> Draft<'a> {
                 let what = format!(
                     "Instance {id} is no longer listed for AccessKeyId {key} in region {region}, which listed it before: it no longer exists; nothing to release"
                 );
-                self.confirm_release(Reason::NotFound, &what)
+                self.confirm_release(Reason::AlreadyGone, &what)
             }
             (true, false) => {
                 let what = format!(
@@ -1067,7 +1067,7 @@ impl<'a> Draft<'a> {
             let (reason, what) = match self.own_release() {
                 Some(what) => (Reason::Released, what),
                 None => (
-                    Reason::NotFound,
+                    Reason::AlreadyGone,
                     format!(
                         "ECS answered this resource's own call: {error}; instance {id} no longer exists, nothing to release"
                     ),

@@ -44,7 +44,7 @@ pub enum EventKind {
 }
 
 macro_rules! reasons {
-    ($($name:ident),+ $(,)?) => {
+    ($($name:ident $(= $wire:literal)?),+ $(,)?) => {
         /// A condition reason (valid `metav1.Condition` reasons: CamelCase, no dots).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason { $($name),+ }
@@ -52,11 +52,15 @@ macro_rules! reasons {
         impl Reason {
             pub const ALL: &'static [Reason] = &[$(Reason::$name),+];
 
+            /// The string written to conditions and events: the variant's name, unless the row
+            /// gives the one users have always seen (see `AlreadyGone`).
             pub fn as_str(self) -> &'static str {
-                match self { $(Reason::$name => stringify!($name)),+ }
+                match self { $(Reason::$name => reasons!(@wire $name $($wire)?)),+ }
             }
         }
     };
+    (@wire $name:ident $wire:literal) => { $wire };
+    (@wire $name:ident) => { stringify!($name) };
 }
 
 reasons!(
@@ -90,7 +94,10 @@ reasons!(
     CredentialsUnavailable,
     ReleaseNotConfirmed,
     Released,
-    NotFound,
+    // The final reason of a deletion that found the instance gone, not to be confused with the
+    // Stalled `InstanceNotFound` of a living resource; its string stays `NotFound`, the one users'
+    // alerts and GitOps health checks already read (design.md §9).
+    AlreadyGone = "NotFound",
     NeverObserved,
     DuplicateRemoved,
     Orphaned,
@@ -333,7 +340,7 @@ impl Reason {
                 meaning: "the instance was released; the finalizer is removed",
                 remedy: "",
             },
-            NotFound => Row {
+            AlreadyGone => Row {
                 kind: Kind::Final,
                 pace: Pace::Steady,
                 event: EventKind::Normal,

@@ -644,7 +644,7 @@ fn check_grave(world: &mut World, grave: &crate::world::Grave) {
                     grave.uid
                 )
             }),
-        Reason::NotFound | Reason::NeverObserved | Reason::DuplicateRemoved if !ours.is_empty() => {
+        Reason::AlreadyGone | Reason::NeverObserved | Reason::DuplicateRemoved if !ours.is_empty() => {
             Some(format!(
                 "invariant 4: {key} ({}) ended {} but its DeleteInstance {ours:?} was processed",
                 grave.uid,
