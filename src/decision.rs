@@ -56,6 +56,24 @@ impl fmt::Display for CredentialsSource {
     }
 }
 
+/// Who a pass's credentials are, as the evidence rule compares them (design.md §2): the
+/// AccessKeyId of long-term keys, or the RAM role of a session (its temporary AccessKeyId changes
+/// at every renewal and says nothing about the account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub access_key_id: String,
+    pub role_arn: Option<String>,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role_arn {
+            Some(role) => write!(f, "role {role}"),
+            None => write!(f, "AccessKeyId {}", self.access_key_id),
+        }
+    }
+}
+
 /// A call to ECS the plan asks the shell to make.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloudCall {
@@ -95,8 +113,9 @@ pub struct Input<'a> {
     pub resource: &'a EcsInstance,
     pub observation: &'a Observation,
     pub credentials_source: &'a CredentialsSource,
-    /// The AccessKeyId of the credentials used (`None` when there were none).
-    pub access_key_id: Option<&'a str>,
+    /// Who the credentials used are (`None` when there were none): what the evidence rule
+    /// compares (design.md §2).
+    pub identity: Option<&'a Identity>,
     /// A `StopInstance` for this resource was accepted moments ago: do not send another while
     /// `DescribeInstances` may still show the instance `Running`.
     pub stop_recently_requested: bool,
@@ -702,8 +721,24 @@ impl<'a> Draft<'a> {
         self.input.expect("an observation pass has its input")
     }
 
-    fn key(&self) -> &'a str {
-        self.input().access_key_id.unwrap_or("(none)")
+    /// Who this pass's credentials are, in words.
+    fn key(&self) -> String {
+        self.input()
+            .identity
+            .map_or_else(|| "no credentials".to_string(), Identity::to_string)
+    }
+
+    /// This pass's identity as the evidence record writes it.
+    fn observed_with(&self) -> Option<ObservedWith> {
+        self.input().identity.map(|identity| ObservedWith {
+            access_key_id: if identity.role_arn.is_some() {
+                String::new()
+            } else {
+                identity.access_key_id.clone()
+            },
+            role_arn: identity.role_arn.clone(),
+            region_id: self.resource.spec.region_id.clone(),
+        })
     }
 
     fn orphan(self, untagged: Option<&Result<RequestId, EcsError>>) -> Decision {
@@ -748,13 +783,10 @@ impl<'a> Draft<'a> {
     /// The instance was last listed with other credentials or region than this pass's (or by
     /// whom is not recorded): "not listed" now is no evidence of anything.
     fn seen_by_others(&self) -> bool {
-        let current = ObservedWith {
-            access_key_id: self.key().to_string(),
-            region_id: self.resource.spec.region_id.clone(),
-        };
+        let current = self.observed_with();
         match self.status.instance.as_ref().map(|i| &i.observed_with) {
             None => false,
-            Some(Some(with)) => *with != current,
+            Some(Some(with)) => Some(with) != current.as_ref(),
             // Observed before this record existed: who saw it is unknown.
             Some(None) => true,
         }
@@ -832,10 +864,7 @@ impl<'a> Draft<'a> {
         }
         if self.seen_by_others() {
             let last = match previous.flatten() {
-                Some(with) => format!(
-                    "AccessKeyId {} in region {}",
-                    with.access_key_id, with.region_id
-                ),
+                Some(with) => with.describe(),
                 None => "credentials that were not recorded".to_string(),
             };
             let kept = if self.deleting {
@@ -844,7 +873,7 @@ impl<'a> Draft<'a> {
                 "nothing is known about it"
             };
             let what = format!(
-                "Instance {id} was last seen with {last}, but DescribeInstances with AccessKeyId {key} ({source}) in region {region} does not list it; {kept}"
+                "Instance {id} was last seen with {last}, but DescribeInstances with {key} ({source}) in region {region} does not list it; {kept}"
             );
             return self.settle(Reason::InstanceNoLongerVisible, &what, OBSERVE);
         }
@@ -855,19 +884,19 @@ impl<'a> Draft<'a> {
             }
             (true, true) => {
                 let what = format!(
-                    "Instance {id} is no longer listed for AccessKeyId {key} in region {region}, which listed it before: it no longer exists; nothing to release"
+                    "Instance {id} is no longer listed for {key} in region {region}, which listed it before: it no longer exists; nothing to release"
                 );
                 self.confirm_release(Reason::AlreadyGone, &what)
             }
             (true, false) => {
                 let what = format!(
-                    "Nothing was released: instance {id} was never listed for this resource (AccessKeyId {key}, {source}, region {region}), so it never managed it"
+                    "Nothing was released: instance {id} was never listed for this resource ({key}, {source}, region {region}), so it never managed it"
                 );
                 self.settle(Reason::NeverObserved, &what, "Release")
             }
             (false, _) => {
                 let what = format!(
-                    "Instance {id} is not listed by DescribeInstances in region {region} for AccessKeyId {key} ({source})"
+                    "Instance {id} is not listed by DescribeInstances in region {region} for {key} ({source})"
                 );
                 self.settle(Reason::InstanceNotFound, &what, OBSERVE)
             }
@@ -900,10 +929,7 @@ impl<'a> Draft<'a> {
                     .and_then(|previous| previous.owned_since.clone())
                     .unwrap_or_else(|| self.now.clone())
             }),
-            observed_with: input.access_key_id.map(|key| ObservedWith {
-                access_key_id: key.to_string(),
-                region_id: self.resource.spec.region_id.clone(),
-            }),
+            observed_with: self.observed_with(),
         };
         if let Some(previous) = &self.status.instance {
             let unchanged = ObservedInstance {
@@ -1093,7 +1119,7 @@ impl<'a> Draft<'a> {
         };
         let what = if reason == Reason::CredentialsRejected {
             format!(
-                "{error} (credentials: {}, AccessKeyId {})",
+                "{error} (credentials: {}, {})",
                 self.input().credentials_source,
                 self.key()
             )

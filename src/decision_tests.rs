@@ -17,6 +17,20 @@ const ID: &str = "i-bp67acfmxazb4ph3t1ab";
 const UID: &str = "0b8a3c1e-0000-4000-8000-000000000001";
 const KEY: &str = "LTAI-team-a";
 
+fn key(access_key_id: &str) -> Identity {
+    Identity {
+        access_key_id: access_key_id.into(),
+        role_arn: None,
+    }
+}
+
+fn role(role_arn: &str, session_key: &str) -> Identity {
+    Identity {
+        access_key_id: session_key.into(),
+        role_arn: Some(role_arn.into()),
+    }
+}
+
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
 }
@@ -88,7 +102,7 @@ struct Pass<'a> {
     resource: &'a EcsInstance,
     observation: Observation,
     source: CredentialsSource,
-    key: Option<&'a str>,
+    identity: Option<Identity>,
     stop_recently_requested: bool,
     remembered_release: Option<ReleaseRecord>,
     now: Timestamp,
@@ -102,7 +116,7 @@ impl<'a> Pass<'a> {
             resource,
             observation,
             source: CredentialsSource::Controller,
-            key: Some(KEY),
+            identity: Some(key(KEY)),
             stop_recently_requested: false,
             remembered_release: None,
             now: now(),
@@ -116,7 +130,7 @@ impl<'a> Pass<'a> {
             resource: self.resource,
             observation: &self.observation,
             credentials_source: &self.source,
-            access_key_id: self.key,
+            identity: self.identity.as_ref(),
             stop_recently_requested: self.stop_recently_requested,
             remembered_release: self.remembered_release.as_ref(),
             now: self.now,
@@ -232,6 +246,7 @@ fn an_owned_instance_is_ready_with_a_steady_resync_and_records_who_saw_it() {
         observed.observed_with,
         Some(ObservedWith {
             access_key_id: KEY.into(),
+            role_arn: None,
             region_id: "cn-hangzhou".into()
         })
     );
@@ -514,7 +529,7 @@ fn not_listed_while_deleting_is_released_only_on_evidence() {
 
     // Another key does not list it: keys rotated to another account, or a RAM filter.
     let mut other_key = Pass::new(&r, Observation::Absent);
-    other_key.key = Some("LTAI-other-account");
+    other_key.identity = Some(key("LTAI-other-account"));
     other_key.source = CredentialsSource::Secret("default/rotated".into());
     let d = other_key.done();
     assert_not_ready(&d, true, "InstanceNoLongerVisible");
@@ -583,8 +598,44 @@ fn not_listed_while_not_deleting_keeps_the_evidence() {
     // Deleted afterwards with a key of another account: still no proof.
     let r = deleted(after(&r, &d));
     let mut other = Pass::new(&r, Observation::Absent);
-    other.key = Some("LTAI-other-account");
+    other.identity = Some(key("LTAI-other-account"));
     assert_not_ready(&other.done(), true, "InstanceNoLongerVisible");
+}
+
+#[test]
+fn a_role_session_is_compared_by_its_role_not_its_temporary_key() {
+    const ROLE: &str = "acs:ram::1234567890123456:role/ecs-releaser";
+    let live = resource(OnDelete::default());
+    let mut first = Pass::new(&live, owned(InstanceStatus::Running));
+    first.identity = Some(role(ROLE, "STS.first-session"));
+    let seen = first.done();
+    let recorded = seen.status.instance.clone().unwrap().observed_with.unwrap();
+    assert_eq!(recorded.role_arn.as_deref(), Some(ROLE));
+    assert_eq!(
+        recorded.access_key_id, "",
+        "a temporary key is not recorded"
+    );
+
+    // A renewed session of the same role (another temporary key) is the same identity.
+    let r = deleted(after(&live, &seen));
+    let mut renewed = Pass::new(&r, Observation::Absent);
+    renewed.identity = Some(role(ROLE, "STS.renewed-session"));
+    let d = renewed.done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "True", "NotFound");
+
+    // Another role, or the role's keys swapped for long-term keys, is not.
+    for other in [
+        role("acs:ram::6543210987654321:role/ecs-releaser", "STS.x"),
+        key("LTAI-team-a"),
+    ] {
+        let mut pass = Pass::new(&r, Observation::Absent);
+        pass.identity = Some(other);
+        let d = pass.done();
+        assert_not_ready(&d, true, "InstanceNoLongerVisible");
+        let message = condition(&d, STALLED).2;
+        assert!(message.contains(&format!("role {ROLE}")), "{message}");
+    }
 }
 
 #[test]
@@ -844,7 +895,7 @@ fn credentials_messages_name_the_secret_or_the_controller() {
         Observation::CredentialsUnavailable("the Secret does not exist".into()),
     );
     missing.source = CredentialsSource::Secret("default/team-a".into());
-    missing.key = None;
+    missing.identity = None;
     let d = missing.done();
     assert_not_ready(&d, true, "CredentialsUnavailable");
     let message = condition(&d, STALLED).2;

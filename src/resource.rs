@@ -206,14 +206,33 @@ pub struct ObservedInstance {
     pub observed_with: Option<ObservedWith>,
 }
 
-/// Who looked: the AccessKeyId (never the secret) and the region.
+/// Who looked: the AccessKeyId (never the secret) or the RAM role, and the region.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedWith {
-    /// The AccessKeyId of the credentials that listed the instance.
+    /// The AccessKeyId of the long-term credentials that listed the instance; empty when they
+    /// were a RAM role's session, whose temporary key changes at every renewal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub access_key_id: String,
+    /// The RAM role whose session listed the instance (RRSA, an instance role, a role assumed
+    /// for a Secret): the identity the evidence rule compares for temporary credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
     /// The region it was listed in.
     pub region_id: String,
+}
+
+impl ObservedWith {
+    /// The identity in words, for condition messages.
+    pub fn describe(&self) -> String {
+        match &self.role_arn {
+            Some(role) => format!("role {role} in region {}", self.region_id),
+            None => format!(
+                "AccessKeyId {} in region {}",
+                self.access_key_id, self.region_id
+            ),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]

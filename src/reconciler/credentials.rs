@@ -11,7 +11,7 @@ use ecs_client::Credentials;
 use kube::ResourceExt;
 
 use super::seams::{Cluster, SecretRead};
-use crate::decision::CredentialsSource;
+use crate::decision::{CredentialsSource, Identity};
 use crate::resource::EcsInstance;
 
 /// Who may use the controller's own credentials (design.md §3, shared clusters).
@@ -36,6 +36,8 @@ impl fmt::Display for Unavailable {
 /// The credentials of one pass, and whether their Secret still needs the in-use finalizer.
 pub struct Resolved {
     pub credentials: Credentials,
+    /// Who they are, for the evidence rule.
+    pub identity: Identity,
     /// `namespace/name` of a Secret that lacks the in-use finalizer and can still get it.
     pub protect: Option<(String, String)>,
 }
@@ -124,10 +126,7 @@ pub async fn resolve(
         }
         return own
             .cloned()
-            .map(|credentials| Resolved {
-                credentials,
-                protect: None,
-            })
+            .map(|credentials| Resolved::new(credentials, None))
             .ok_or_else(|| {
                 unavailable(
                     "no spec.credentialsRef and the controller has no ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET",
@@ -136,10 +135,7 @@ pub async fn resolve(
     };
     let epoch = match cache.get(&namespace, &reference.name) {
         Ok(credentials) => {
-            return Ok(Resolved {
-                credentials,
-                protect: None,
-            });
+            return Ok(Resolved::new(credentials, None));
         }
         Err(epoch) => epoch,
     };
@@ -152,10 +148,21 @@ pub async fn resolve(
         .map_err(|error| Unavailable(error.to_string()))?;
     cache.put(&namespace, &reference.name, epoch, &credentials);
     let protect = (!read.protected && !read.deleting).then(|| (namespace, reference.name.clone()));
-    Ok(Resolved {
-        credentials,
-        protect,
-    })
+    Ok(Resolved::new(credentials, protect))
+}
+
+impl Resolved {
+    fn new(credentials: Credentials, protect: Option<(String, String)>) -> Self {
+        let identity = Identity {
+            access_key_id: credentials.access_key_id().to_string(),
+            role_arn: None,
+        };
+        Resolved {
+            credentials,
+            identity,
+            protect,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -224,10 +224,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             resource,
             observation: &observation,
             credentials_source: &source,
-            access_key_id: resolved
-                .as_ref()
-                .ok()
-                .map(|r| r.credentials.access_key_id()),
+            identity: resolved.as_ref().ok().map(|r| &r.identity),
             stop_recently_requested,
             remembered_release: state.accepted_release.as_ref(),
             now,
