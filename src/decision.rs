@@ -23,7 +23,7 @@ pub use crate::pacing::{Backoff, Pace};
 use crate::reasons::{self, EventKind, Kind, Reason};
 use crate::resource::{
     DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, OWNER_TAG, OWNER_UID_TAG,
-    ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy, StoppedMode,
+    ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy, StoppedMode, TAKE_OVER_ANNOTATION,
 };
 
 /// What the controller saw of the instance this pass.
@@ -135,6 +135,9 @@ pub struct Input<'a> {
     pub ownership_settle: SignedDuration,
     /// The other resources that name the same region and instance, for ownership.
     pub claimants: &'a [Claimant],
+    /// The resource of this cluster (`namespace/name`) that has the UID this resource's
+    /// take-over annotation names: while it exists nothing is taken over from it.
+    pub take_over_blocker: Option<&'a str>,
     /// When the release intent written this pass was stored, for [`conclude`] after a
     /// `DeleteInstance` whose outcome is unknown.
     pub intent_at: Option<Timestamp>,
@@ -194,8 +197,20 @@ enum Ownership {
     /// Another resource of the cluster owns it (`namespace/name`): by its tag, or, untagged,
     /// as the oldest resource that listed it.
     Duplicate(String),
+    /// Tagged for a UID that no resource of the cluster has, and this resource's take-over
+    /// annotation names that UID: tag it as ours (design.md §3, take-over).
+    TakeOver(String),
     /// Tagged for a UID that no resource of the cluster has.
     Another,
+}
+
+/// The UID this resource's take-over annotation names, if any.
+pub fn take_over_from(resource: &EcsInstance) -> Option<&str> {
+    resource
+        .annotations()
+        .get(TAKE_OVER_ANNOTATION)
+        .map(|uid| uid.trim())
+        .filter(|uid| !uid.is_empty())
 }
 
 fn ownership(input: &Input, instance: &Instance) -> Ownership {
@@ -208,6 +223,11 @@ fn ownership(input: &Input, instance: &Instance) -> Ownership {
             .find(|c| c.uid.as_deref() == Some(uid))
         {
             Some(owner) => Ownership::Duplicate(owner.name.clone()),
+            None if take_over_from(input.resource) == Some(uid)
+                && input.take_over_blocker.is_none() =>
+            {
+                Ownership::TakeOver(uid.to_string())
+            }
             None => Ownership::Another,
         },
         None => {
@@ -334,7 +354,7 @@ pub fn plan(input: &Input) -> Plan {
         return Plan::Done(draft.outcome_pending(instance, at));
     }
     match ownership(input, instance) {
-        Ownership::Untagged => draft.call(CloudCall::Tag(TagInstance {
+        Ownership::Untagged | Ownership::TakeOver(_) => draft.call(CloudCall::Tag(TagInstance {
             region_id: input.resource.spec.region_id.clone(),
             instance_id: instance.instance_id.clone(),
             tags: [
@@ -379,13 +399,35 @@ pub fn conclude(input: &Input, call: &CloudCall, result: &Result<RequestId, EcsE
     };
     match call {
         CloudCall::Tag(_) => {
-            let what =
-                format!("Instance {id} tagged as owned by this resource (RequestId {request_id})");
+            let taken_over = match input.observation {
+                Observation::Present(instance) => match ownership(input, instance) {
+                    Ownership::TakeOver(from) => Some(from),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let (reason, what) = match &taken_over {
+                Some(from) => (
+                    Reason::TakenOver,
+                    format!(
+                        "Instance {id} was tagged for resource UID {from}, which no resource of this cluster has; taken over as the annotation {TAKE_OVER_ANNOTATION} asks, and tagged as owned by this resource (RequestId {request_id})"
+                    ),
+                ),
+                None => (
+                    Reason::OwnershipRecorded,
+                    format!(
+                        "Instance {id} tagged as owned by this resource (RequestId {request_id})"
+                    ),
+                ),
+            };
+            if let (Some(from), Some(observed)) = (taken_over, draft.status.instance.as_mut()) {
+                observed.taken_over_from = Some(from);
+            }
             match input.observation {
                 Observation::Present(instance) if !is_deleting(input.resource) => {
-                    draft.ready(instance, Some(what))
+                    draft.ready(instance, Some((reason, what)))
                 }
-                _ => draft.settle(Reason::OwnershipRecorded, &what, call.event_action()),
+                _ => draft.settle(reason, &what, call.event_action()),
             }
         }
         CloudCall::Stop(stop) => {
@@ -929,6 +971,14 @@ impl<'a> Draft<'a> {
                     .and_then(|previous| previous.owned_since.clone())
                     .unwrap_or_else(|| self.now.clone())
             }),
+            taken_over_from: is_ours(self.resource, instance)
+                .then(|| {
+                    self.status
+                        .instance
+                        .as_ref()
+                        .and_then(|previous| previous.taken_over_from.clone())
+                })
+                .flatten(),
             observed_with: self.observed_with(),
         };
         if let Some(previous) = &self.status.instance {
@@ -949,7 +999,7 @@ impl<'a> Draft<'a> {
         self.status.last_error = None;
     }
 
-    fn ready(mut self, instance: &Instance, tagged: Option<String>) -> Decision {
+    fn ready(mut self, instance: &Instance, tagged: Option<(Reason, String)>) -> Decision {
         let what = format!(
             "Instance {} is {}",
             instance.instance_id,
@@ -959,9 +1009,9 @@ impl<'a> Draft<'a> {
             InstanceStatus::Running | InstanceStatus::Stopped => Pace::Steady,
             _ => Pace::Transition,
         };
-        if let Some(note) = tagged {
+        if let Some((reason, note)) = tagged {
             self.extra_events.push(EventSpec {
-                reason: Reason::OwnershipRecorded,
+                reason,
                 action: "Tag",
                 note,
             });
@@ -1049,10 +1099,22 @@ impl<'a> Draft<'a> {
             .get(OWNER_TAG)
             .map(|name| format!(" ({name})"))
             .unwrap_or_default();
+        let uid = owner_uid(instance).unwrap_or_default();
+        let input = self.input();
+        let take_over = match (take_over_from(self.resource), input.take_over_blocker) {
+            (Some(from), Some(blocker)) if from == uid => format!(
+                "; the take-over the annotation {TAKE_OVER_ANNOTATION} asks for is refused while {blocker}, which has UID {uid}, exists in this cluster"
+            ),
+            (Some(from), _) if from != uid => format!(
+                "; the annotation {TAKE_OVER_ANNOTATION} names UID {from}, not {uid}: nothing is taken over"
+            ),
+            _ => format!(
+                "; if this resource replaces that one (a restore, a cluster move) and it exists nowhere any more, annotate this resource {TAKE_OVER_ANNOTATION}={uid} to take the instance over"
+            ),
+        };
         let what = format!(
-            "Instance {} is tagged {OWNER_UID_TAG}={}{owner}, another EcsInstance; this resource never adopts or releases it",
+            "Instance {} is tagged {OWNER_UID_TAG}={uid}{owner}, another EcsInstance; this resource never adopts or releases it{take_over}",
             instance.instance_id,
-            owner_uid(instance).unwrap_or_default()
         );
         let action = if self.deleting { "Release" } else { OBSERVE };
         self.settle(Reason::OwnedByAnotherResource, &what, action)

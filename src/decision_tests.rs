@@ -103,6 +103,7 @@ struct Pass<'a> {
     observation: Observation,
     source: CredentialsSource,
     identity: Option<Identity>,
+    take_over_blocker: Option<&'a str>,
     stop_recently_requested: bool,
     remembered_release: Option<ReleaseRecord>,
     now: Timestamp,
@@ -117,6 +118,7 @@ impl<'a> Pass<'a> {
             observation,
             source: CredentialsSource::Controller,
             identity: Some(key(KEY)),
+            take_over_blocker: None,
             stop_recently_requested: false,
             remembered_release: None,
             now: now(),
@@ -139,6 +141,7 @@ impl<'a> Pass<'a> {
             resend_after: SignedDuration::from_mins(1),
             ownership_settle: SignedDuration::from_mins(1),
             claimants: &self.claimants,
+            take_over_blocker: self.take_over_blocker,
             intent_at: self.intent_at,
         }
     }
@@ -297,6 +300,84 @@ fn an_instance_owned_by_another_resource_is_never_adopted_or_released() {
     let d = Pass::new(&r, foreign()).done();
     assert_not_ready(&d, true, "OwnedByAnotherResource");
     assert_eq!(d.next, Next::Requeue(Pace::Recheck), "the finalizer stays");
+}
+
+#[test]
+fn an_instance_is_taken_over_only_on_the_annotation_and_only_from_a_uid_gone_from_the_cluster() {
+    const OLD: &str = "uid-before-the-restore";
+    let foreign = || instance_tagged(InstanceStatus::Stopped, Some(OLD));
+    let annotated = |uid: &str| {
+        let mut r = resource(OnDelete::default());
+        r.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TAKE_OVER_ANNOTATION.into(), uid.into());
+        r
+    };
+
+    // Without the annotation: refused, and the message says how to take it over.
+    let d = Pass::new(&resource(OnDelete::default()), foreign()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    let message = condition(&d, STALLED).2;
+    assert!(
+        message.contains(&format!("{TAKE_OVER_ANNOTATION}={OLD}")),
+        "{message}"
+    );
+
+    // The annotation names another UID: nothing is taken over.
+    let d = Pass::new(&annotated("some-other-uid"), foreign()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert!(condition(&d, STALLED).2.contains("some-other-uid"));
+
+    // The resource with that UID still exists (naming another instance): refused, named.
+    let r = annotated(OLD);
+    let mut blocked = Pass::new(&r, foreign());
+    blocked.take_over_blocker = Some("default/web-old");
+    let d = blocked.done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert!(condition(&d, STALLED).2.contains("default/web-old"));
+
+    // It names the same instance: it is the owner, this one a duplicate.
+    let mut old = Claimant::of(&resource(OnDelete::default()));
+    old.name = "default/web-old".into();
+    old.uid = Some(OLD.into());
+    let mut duplicate = Pass::new(&r, foreign());
+    duplicate.claimants = vec![old];
+    assert_not_ready(&duplicate.done(), true, "DuplicateInstance");
+
+    // Gone from the cluster: tagged as ours, recorded in the status and an event.
+    for r in [r.clone(), deleted(r.clone())] {
+        let pass = Pass::new(&r, foreign());
+        let CloudCall::Tag(tag) = pass.call() else {
+            panic!("a take-over re-tags the instance");
+        };
+        assert_eq!(tag.tags[OWNER_UID_TAG], UID);
+        let d = pass.with_result(accepted("TAG-2"));
+        let event = d
+            .events
+            .iter()
+            .find(|e| e.reason == Reason::TakenOver)
+            .expect("a TakenOver event");
+        assert!(event.note.contains(OLD) && event.note.contains("TAG-2"));
+        assert_eq!(
+            d.status
+                .instance
+                .as_ref()
+                .unwrap()
+                .taken_over_from
+                .as_deref(),
+            Some(OLD)
+        );
+        // The next pass sees our tag, keeps the record, and goes on as the owner.
+        let tagged = after(&r, &d);
+        let next = Pass::new(&tagged, instance_tagged(InstanceStatus::Stopped, Some(UID)));
+        let record = match next.plan() {
+            Plan::Done(d) => d.status.instance.unwrap().taken_over_from,
+            Plan::Call(CloudCall::Delete(_), status) => status.instance.unwrap().taken_over_from,
+            Plan::Call(call, _) => panic!("unexpected {call:?}"),
+        };
+        assert_eq!(record.as_deref(), Some(OLD));
+    }
 }
 
 #[test]

@@ -66,6 +66,7 @@ macro_rules! reasons {
 reasons!(
     InstanceObserved,
     OwnershipRecorded,
+    TakenOver,
     ConfirmingOwnership,
     WaitingForInitialization,
     WaitingForStopped,
@@ -142,6 +143,13 @@ impl Reason {
                 pace: Pace::Transition,
                 event: EventKind::Normal,
                 meaning: "the instance was just tagged as owned by this resource",
+                remedy: "",
+            },
+            TakenOver => Row {
+                kind: Kind::Progress,
+                pace: Pace::Transition,
+                event: EventKind::Normal,
+                meaning: "the instance was tagged for another resource UID, named by the annotation ecs.alicloud.dev/take-over-from, and no resource with that UID exists here: it is now tagged as owned by this resource",
                 remedy: "",
             },
             ConfirmingOwnership => Row {

@@ -18,6 +18,10 @@ pub const SECRET_IN_USE_FINALIZER: &str = "ecs.alicloud.dev/credentials-in-use";
 pub const OWNER_TAG: &str = "ecs.alicloud.dev/owner";
 /// Tag on the ECS instance with its owner's UID: the one that counts.
 pub const OWNER_UID_TAG: &str = "ecs.alicloud.dev/owner-uid";
+/// Annotation naming the UID of a resource this one replaces (a restore, a cluster rebuilt from
+/// Git, a move to another cluster): an instance tagged for that UID is taken over, but only
+/// while no resource with that UID exists in this cluster (design.md §3).
+pub const TAKE_OVER_ANNOTATION: &str = "ecs.alicloud.dev/take-over-from";
 
 /// Desired state of one ECS instance's release.
 // Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
@@ -200,6 +204,10 @@ pub struct ObservedInstance {
     /// for a while: a tag call of theirs still in flight could replace it (design.md §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_since: Option<Time>,
+    /// The owner UID this resource took the instance over from (annotation
+    /// `ecs.alicloud.dev/take-over-from`), kept while the instance carries this resource's tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_from: Option<String>,
     /// The credentials and region that last saw the instance listed: the evidence that "not
     /// listed any more" means "released" (design.md §2). Kept when the instance vanishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

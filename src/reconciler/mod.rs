@@ -44,7 +44,7 @@ pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
 pub use watch::{names_secret, relevant_change};
 
 use crate::{
-    decision::Claimant,
+    decision::{Claimant, take_over_from},
     metrics::Metrics,
     pacing::Timings,
     resource::{EcsInstance, FINALIZER, SECRET_IN_USE_FINALIZER},
@@ -138,7 +138,15 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
         .as_ref()
         .map(|r| r.name.as_str());
     let mut view = View::default();
+    let wanted_uid = take_over_from(resource);
     for other in cache.into_iter().filter(|o| o.uid() != resource.uid()) {
+        if wanted_uid.is_some() && other.uid().as_deref() == wanted_uid {
+            view.take_over_blocker = Some(format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            ));
+        }
         if other.spec.instance_id == resource.spec.instance_id
             && other.spec.region_id == resource.spec.region_id
         {

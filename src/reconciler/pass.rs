@@ -31,6 +31,8 @@ pub struct View {
     pub claimants: Vec<Claimant>,
     /// Another resource holding our finalizer names the same credentials Secret.
     pub secret_needed_elsewhere: bool,
+    /// The resource (`namespace/name`) with the UID this resource's take-over annotation names.
+    pub take_over_blocker: Option<String>,
 }
 
 /// A pass's decision, with the status written on the way (before a call), if any, and the
@@ -233,6 +235,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             resend_after: signed(self.timings.release_resend),
             ownership_settle: signed(self.timings.ownership_settle),
             claimants: &view.claimants,
+            take_over_blocker: view.take_over_blocker.as_deref(),
             intent_at: None,
         };
         let version = resource.resource_version();

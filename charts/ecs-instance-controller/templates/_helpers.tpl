@@ -47,10 +47,23 @@ controllers without leader election would both act). */}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
 
+{{/* The ServiceAccount the pod runs as: the chart's own (serviceAccount.create), or one the
+operator made (serviceAccount.name; e.g. annotated for a cloud identity by another tool). */}}
+{{- define "ecs-instance-controller.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ecs-instance-controller.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* Namespaced RBAC needs namespaces to bind in. */}}
 {{- define "ecs-instance-controller.validate" -}}
 {{- if and .Values.rbac.namespaced (empty .Values.watchNamespaces) }}
 {{- fail "rbac.namespaced=true needs watchNamespaces: the namespaces to watch and bind the rights in" }}
+{{- end }}
+{{- if and .Values.rrsa.enabled (or (empty .Values.rrsa.roleArn) (empty .Values.rrsa.oidcProviderArn)) }}
+{{- fail "rrsa.enabled=true needs rrsa.roleArn and rrsa.oidcProviderArn (docs/security.md, RRSA on ACK)" }}
 {{- end }}
 {{- if lt (int .Values.replicaCount) 1 }}
 {{- fail "replicaCount must be at least 1: without a controller every EcsInstance deletion hangs on its finalizer" }}
