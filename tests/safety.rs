@@ -9,7 +9,7 @@ use std::time::Duration;
 use ecs_instance_controller::{
     EcsInstance,
     conditions::{READY, STALLED},
-    resource::{FINALIZER, OWNER_TAG, OWNER_UID_TAG},
+    resource::{FINALIZER, OWNER_TAG, OWNER_UID_TAG, TAKE_OVER_ANNOTATION},
 };
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -256,6 +256,91 @@ async fn an_instance_tagged_for_another_resource_is_never_adopted() {
         Some("someone-else"),
         "another resource's tags are not ours to remove"
     );
+}
+
+/// A restore: the instance carries an old owner UID. The annotation takes it over, but only once
+/// no resource with that UID exists in the cluster; the call log shows no tag call before.
+#[tokio::test]
+async fn a_restored_resource_takes_its_instance_over_only_on_the_annotation_and_once_the_old_uid_is_gone()
+ {
+    let h = Harness::start("takeover").await;
+    let (id, other) = ("i-bp1takeover0001", "i-bp1takeover0002");
+    h.seed(other, json!({ "status": "Running" })).await;
+    let keeper = h
+        .create("keeper", other, json!({ "deletionPolicy": "Orphan" }))
+        .await;
+    h.wait_for_condition("keeper", READY, "True", "InstanceObserved")
+        .await;
+    let old_uid = keeper.uid().expect("a UID");
+    h.seed(
+        id,
+        json!({ "status": "Running", "tags": { OWNER_UID_TAG: old_uid, OWNER_TAG: "prod/web-1" } }),
+    )
+    .await;
+
+    // Without the annotation: refused, and told how to take it over.
+    h.create("web-1", id, json!({})).await;
+    let stalled = h
+        .wait_for_condition("web-1", STALLED, "True", "OwnedByAnotherResource")
+        .await;
+    let message = condition_message(&stalled, STALLED);
+    assert!(
+        message.contains(&format!("{TAKE_OVER_ANNOTATION}={old_uid}")),
+        "{message}"
+    );
+
+    // With it, while the resource with that UID exists: refused, naming it.
+    let annotate = json!({ "metadata": { "annotations": { TAKE_OVER_ANNOTATION: old_uid } } });
+    h.api
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    let blocked = h
+        .wait_for("web-1", "the take-over refused", |r| {
+            condition_message(r, STALLED).contains("is refused while")
+        })
+        .await;
+    assert!(condition_message(&blocked, STALLED).contains("/keeper"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.calls("TagResources", Some(id)).await.is_empty(),
+        "nothing taken over while the old UID exists"
+    );
+
+    // The old resource goes: taken over, recorded, and ours from then on.
+    h.delete("keeper").await;
+    h.wait_gone("keeper").await;
+    let taken = h
+        .wait_for_condition("web-1", READY, "True", "InstanceObserved")
+        .await;
+    assert_eq!(
+        taken
+            .status
+            .as_ref()
+            .and_then(|s| s.instance.as_ref())
+            .and_then(|i| i.taken_over_from.as_deref()),
+        Some(old_uid.as_str())
+    );
+    let (_, _, note) = h.wait_for_event("web-1", "TakenOver").await;
+    assert!(note.contains(&old_uid), "{note}");
+    let tags = h.sim.tags(id).await;
+    assert_eq!(tags.get(OWNER_UID_TAG), taken.uid().as_ref());
+    assert_eq!(
+        h.calls("TagResources", Some(id))
+            .await
+            .iter()
+            .filter(|c| call_succeeded(c))
+            .count(),
+        1
+    );
+
+    // The taken-over instance is released like any other.
+    h.sim
+        .patch_instance(id, json!({ "status": "Stopped" }))
+        .await;
+    h.delete("web-1").await;
+    h.wait_gone("web-1").await;
+    assert_eq!(successful_deletes(&h, id).await, 1);
 }
 
 #[tokio::test]
