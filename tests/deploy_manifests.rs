@@ -176,7 +176,11 @@ async fn base_passes_a_server_side_dry_run_and_the_restricted_pod_security_stand
     let containers = pod["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1);
     let container = &containers[0];
-    assert_eq!(container["image"], "ecs-instance-controller:dev");
+    assert_eq!(
+        container["image"],
+        format!("ecs-instance-controller:{}", env!("CARGO_PKG_VERSION")),
+        "the base names the image of its own release"
+    );
     assert_eq!(
         container["imagePullPolicy"], "IfNotPresent",
         "kind-loaded images must not be pulled"

@@ -436,3 +436,120 @@ fn optional_objects_pass_a_server_side_dry_run() {
         "monitoring"
     );
 }
+
+fn deployment_of(objects: &[Value]) -> &Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment")
+}
+
+#[test]
+fn the_image_defaults_to_the_release_and_takes_a_registry_and_a_digest() {
+    let image = |extra: &[&str]| {
+        deployment_of(&template(extra))["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("an image")
+            .to_string()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(image(&[]), format!("ecs-instance-controller:{version}"));
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        image(&[
+            "--set",
+            "image.registry=registry.example:5000/platform/",
+            "--set",
+            &format!("image.digest={digest}"),
+        ]),
+        format!("registry.example:5000/platform/ecs-instance-controller:{version}@{digest}")
+    );
+}
+
+#[test]
+fn values_are_checked_against_the_schema() {
+    for bad in [
+        "image.pullPolicy=Sometimes",
+        "replicaCount=0",
+        "rrsa.roleArn=not-an-arn",
+        "imageTag=typo-at-the-top-level",
+        "serviceAccount.automount=maybe",
+    ] {
+        let out = helm(&["lint", CHART, "--set", bad]);
+        assert!(
+            !out.status.success(),
+            "helm lint accepted --set {bad}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_success("helm lint", &helm(&["lint", CHART]));
+}
+
+#[test]
+fn rrsa_mounts_a_projected_token_and_sets_the_variables_the_credentials_chain_reads() {
+    let objects = template(&[
+        "--set",
+        "rrsa.enabled=true",
+        "--set",
+        "rrsa.roleArn=acs:ram::1234567890123456:role/ecs-releaser",
+        "--set",
+        "rrsa.oidcProviderArn=acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1",
+        "--set",
+        "serviceAccount.annotations.team=platform",
+    ]);
+    let pod = &deployment_of(&objects)["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().expect("env");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        value("ALIBABA_CLOUD_ROLE_ARN").as_deref(),
+        Some("acs:ram::1234567890123456:role/ecs-releaser")
+    );
+    assert_eq!(
+        value("ALIBABA_CLOUD_OIDC_TOKEN_FILE").as_deref(),
+        Some("/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token")
+    );
+    assert!(
+        value("ALIBABA_CLOUD_ACCESS_KEY_ID").is_none(),
+        "with RRSA no stored key takes precedence in the chain"
+    );
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"], "rrsa-oidc-token");
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "sts.aliyuncs.com"
+    );
+    let account = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .expect("a ServiceAccount");
+    assert_eq!(account["metadata"]["annotations"]["team"], "platform");
+
+    // RRSA without its ARNs is refused at render time.
+    let out = helm(&["template", RELEASE, CHART, "--set", "rrsa.enabled=true"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn an_existing_service_account_is_bound_instead_of_a_new_one() {
+    let objects = template(&[
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=platform-identity",
+    ]);
+    assert!(objects.iter().all(|o| o["kind"] != "ServiceAccount"));
+    assert_eq!(
+        deployment_of(&objects)["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-identity"
+    );
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+    {
+        assert_eq!(binding["subjects"][0]["name"], "platform-identity");
+    }
+}

@@ -57,6 +57,15 @@ operator made (serviceAccount.name; e.g. annotated for a cloud identity by anoth
 {{- end }}
 {{- end }}
 
+{{/* registry/repository:tag, and @digest when a digest is given (the tag stays for people). */}}
+{{- define "ecs-instance-controller.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- $image := printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- with .Values.image.digest }}{{ $image = printf "%s@%s" $image . }}{{ end }}
+{{- $image }}
+{{- end }}
+
 {{/* Namespaced RBAC needs namespaces to bind in. */}}
 {{- define "ecs-instance-controller.validate" -}}
 {{- if and .Values.rbac.namespaced (empty .Values.watchNamespaces) }}
