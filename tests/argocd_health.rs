@@ -5,6 +5,7 @@
 //! argocd-cm (base, table, package and a safe os; no string or math), and Argo CD's assessment of
 //! the result (Unknown on a script error, the `deletionMessage` rule for objects being deleted).
 //! The objects the real controller writes are judged by the same harness in `tests/kstatus.rs`.
+//! `tests/argocd_upstream.rs` checks that the harness still does what that Argo CD release does.
 
 use std::{
     collections::BTreeSet,
