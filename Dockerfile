@@ -1,6 +1,6 @@
 # The EcsInstance controller image:
 #   docker build -t ecs-instance-controller:dev .
-# A second, test-only target packs the ECS simulator for tests/e2e/kind.sh:
+# A second, test-only target packs the ECS simulator for scripts/e2e-kind.sh:
 #   docker build --target ecs-sim -t ecs-sim:dev .
 # BuildKit builds only the stages the chosen target needs.
 

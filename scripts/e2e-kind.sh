@@ -7,9 +7,12 @@
 #      ECS_ENDPOINT; the same overlay scripts/node-e2e.sh uses), with the controller's credentials
 #      Secret for the simulator's test account: the simulator runs in the controller's pod, as a
 #      sidecar listening on the pod's loopback (the simulator only listens on loopback, and the
-#      controller speaks plain HTTP only to a loopback endpoint),
+#      controller speaks plain HTTP only to a loopback endpoint); wait until the Deployment is
+#      Available,
 #   4. port-forward the simulator to this machine and run `cargo test --test e2e` against the
 #      cluster.
+# Steps 3 and 4 are those of scripts/lib/e2e-install.sh, shared with scripts/node-e2e.sh. On
+# failure it prints the controller's state.
 #
 # Environment for the tests: KUBECONFIG (the kind cluster), E2E_SIM_URL (the simulator, for its
 # admin API /_sim/), E2E_CONTROLLER_NAMESPACE (ecs-system).
@@ -19,17 +22,20 @@
 # (default 19100). Extra arguments go to the test binary (after the default --test-threads=1).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+me=e2e-kind
 
 if ! docker info >/dev/null 2>&1; then
-  echo "kind.sh needs a Docker engine (docker info failed)" >&2
+  echo "$me needs a Docker engine (docker info failed)" >&2
   exit 1
 fi
 for tool in kind kubectl cargo curl; do
-  command -v "$tool" >/dev/null || { echo "kind.sh needs $tool on PATH" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "$me needs $tool on PATH" >&2; exit 1; }
 done
 
+# shellcheck source=lib/e2e-install.sh
+. "$root/scripts/lib/e2e-install.sh"
 cluster=${KIND_CLUSTER_NAME:-ecs-e2e}
 sim_port=${E2E_SIM_LOCAL_PORT:-19100}
 namespace=ecs-system
@@ -37,18 +43,13 @@ deployment=ecs-instance-controller
 work=$(mktemp -d)
 export KUBECONFIG="$work/kubeconfig"
 created=0
-port_forward_pid=
 
 cleanup() {
   local status=$?
-  if [ -n "$port_forward_pid" ]; then
-    kill "$port_forward_pid" 2>/dev/null || true
-  fi
+  e2e_stop_forward_sim
   if [ "$status" -ne 0 ] && [ -s "$KUBECONFIG" ]; then
-    echo "--- kind.sh failed ($status); controller state ---" >&2
-    kubectl -n "$namespace" get deployment,pods -o wide >&2 || true
-    kubectl -n "$namespace" describe pods >&2 || true
-    kubectl -n "$namespace" logs "deployment/$deployment" --all-containers --tail=300 >&2 || true
+    echo "$me: FAILED (exit $status)" >&2
+    e2e_dump_state
   fi
   if [ "$created" = 1 ] && [ "${KEEP_CLUSTER:-0}" != 1 ]; then
     kind delete cluster --name "$cluster" || true
@@ -72,48 +73,16 @@ docker build -t localhost/ecs-instance-controller:dev .
 docker build --target ecs-sim -t localhost/ecs-sim:dev .
 kind load docker-image --name "$cluster" localhost/ecs-instance-controller:dev localhost/ecs-sim:dev
 
-echo "==> crds/ and deploy/overlays/e2e"
-kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established --timeout=60s crd/ecsinstances.ecs.alicloud.dev
-kubectl apply -f deploy/base/namespace.yaml
-
-# The simulator's default test account (not a secret).
-kubectl -n "$namespace" create secret generic ecs-credentials \
-  --from-literal=accessKeyId=testid --from-literal=accessKeySecret=testsecret \
-  --dry-run=client -o yaml | kubectl apply -f -
-
-seed=${E2E_SEED_FILE:-$work/seed.json}
-if [ -z "${E2E_SEED_FILE:-}" ]; then
-  cat >"$seed" <<'JSON'
-[
-  {"instanceId": "i-e2eseedrunning01", "regionId": "cn-hangzhou", "status": "Running"},
-  {"instanceId": "i-e2eseedstopped01", "regionId": "cn-hangzhou", "status": "Stopped"}
-]
-JSON
-fi
-kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$seed" \
-  --dry-run=client -o yaml | kubectl apply -f -
+echo "==> crds/, the namespace, the credentials Secret and the simulator's seed"
+e2e_install_crds
+e2e_install_config
 
 echo "==> the controller with the simulator sidecar (deploy/overlays/e2e)"
-kubectl apply -k deploy/overlays/e2e
-kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+e2e_apply_overlay deploy/overlays/e2e
+e2e_wait_available
 
 echo "==> port-forward the simulator to 127.0.0.1:$sim_port"
-kubectl -n "$namespace" port-forward "deployment/$deployment" "$sim_port:9100" >"$work/port-forward.log" 2>&1 &
-port_forward_pid=$!
-for _ in $(seq 60); do
-  if curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null 2>&1; then
-    break
-  fi
-  if ! kill -0 "$port_forward_pid" 2>/dev/null; then
-    cat "$work/port-forward.log" >&2
-    echo "kind.sh: kubectl port-forward exited" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
-curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null
+e2e_forward_sim
 
 echo "==> cargo test --test e2e"
-E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
-  cargo test --locked --test e2e -- --test-threads=1 "$@"
+e2e_test "$@"

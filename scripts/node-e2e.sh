@@ -19,6 +19,7 @@
 # (skip a stage), HELM (the helm binary; default: what scripts/build-helm.sh prints),
 # NODE_E2E_MASS_COUNT (200), and those of scripts/local-node.sh.
 # Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
+# The install steps are those of scripts/lib/e2e-install.sh, shared with scripts/e2e-kind.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,28 +66,24 @@ fi
 shift
 
 # --- inside: the node runs; KUBECONFIG, CONTAINERD_ADDRESS, PATH (kubectl) are set ---------------
+# shellcheck source=lib/e2e-install.sh
+. "$root/scripts/lib/e2e-install.sh"
+me=node-e2e
 work=$LOCAL_NODE_DIR/e2e
 rm -rf "$work"; mkdir -p "$work"
-port_forward_pid=
+sim_port=${E2E_SIM_LOCAL_PORT:-19100}
 host_forward_pid=
 host_sim_pid=
-dump_state() {
-  echo "--- node-e2e failed; controller state ---" >&2
-  kubectl -n "$namespace" get deployment,replicaset,pods -o wide >&2 || true
-  kubectl -n "$namespace" describe pods >&2 || true
-  kubectl -n "$namespace" get events --sort-by=.lastTimestamp >&2 || true
-  kubectl -n "$namespace" logs "deployment/$deployment" --all-containers --tail=200 >&2 || true
-  echo "--- kubelet log (last lines) ---" >&2
-  tail -n 40 "$LOCAL_NODE_DIR/logs/kubelet.log" >&2 || true
-}
 finish() {
   local status=$?
-  [ -n "$port_forward_pid" ] && kill "$port_forward_pid" 2>/dev/null || true
+  e2e_stop_forward_sim
   [ -n "$host_forward_pid" ] && kill "$host_forward_pid" 2>/dev/null || true
   [ -n "$host_sim_pid" ] && kill "$host_sim_pid" 2>/dev/null || true
   if [ "$status" -ne 0 ]; then
     echo "==> node-e2e: FAILED in stage: $stage_name" >&2
-    dump_state
+    e2e_dump_state
+    echo "--- kubelet log (last lines) ---" >&2
+    tail -n 40 "$LOCAL_NODE_DIR/logs/kubelet.log" >&2 || true
   fi
   exit "$status"
 }
@@ -99,58 +96,19 @@ for image in ecs-instance-controller ecs-sim ecs-e2e-forward; do
 done
 
 stage "install: crds/ and $overlay"
-kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established --timeout=60s crd/ecsinstances.ecs.alicloud.dev
-kubectl apply -f deploy/base/namespace.yaml
-# The simulator's default test account (not a secret) and its seed.
-kubectl -n "$namespace" create secret generic ecs-credentials \
-  --from-literal=accessKeyId=testid --from-literal=accessKeySecret=testsecret \
-  --dry-run=client -o yaml | kubectl apply -f -
-seed=${E2E_SEED_FILE:-$work/seed.json}
-if [ -z "${E2E_SEED_FILE:-}" ]; then
-  cat >"$seed" <<'JSON'
-[
-  {"instanceId": "i-e2eseedrunning01", "regionId": "cn-hangzhou", "status": "Running"},
-  {"instanceId": "i-e2eseedstopped01", "regionId": "cn-hangzhou", "status": "Stopped"}
-]
-JSON
-fi
-kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$seed" \
-  --dry-run=client -o yaml | kubectl apply -f -
-kubectl apply -k "$overlay"
+e2e_install_crds
+e2e_install_config # sets seed
+e2e_apply_overlay "$overlay"
 
 stage "Deployment Available (readiness probe, restricted Pod Security, read-only root)"
-kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
-kubectl -n "$namespace" wait "deployment/$deployment" --for=condition=Available --timeout=60s
-kubectl -n "$namespace" get pods -o wide
+e2e_wait_available
 
-sim_port=${E2E_SIM_LOCAL_PORT:-19100}
-forward_sim() { # the Deployment's simulator on 127.0.0.1:$sim_port, until stop_forward_sim
-  kubectl -n "$namespace" port-forward "deployment/$deployment" "$sim_port:9100" >"$work/port-forward.log" 2>&1 &
-  port_forward_pid=$!
-  for _ in $(seq 60); do
-    curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null 2>&1 && break
-    if ! kill -0 "$port_forward_pid" 2>/dev/null; then
-      cat "$work/port-forward.log" >&2
-      echo "node-e2e: kubectl port-forward exited" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
-  curl -fsS "http://127.0.0.1:$sim_port/_sim/health" >/dev/null
-}
-stop_forward_sim() {
-  kill "$port_forward_pid" 2>/dev/null || true
-  wait "$port_forward_pid" 2>/dev/null || true
-  port_forward_pid=
-}
 stage "port-forward the simulator to 127.0.0.1:$sim_port"
-forward_sim
+e2e_forward_sim
 
 stage "cargo test --test e2e (through the Pod)"
-E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
-  cargo test --locked --test e2e -- --test-threads=1 "$@"
-stop_forward_sim
+e2e_test "$@"
+e2e_stop_forward_sim
 
 # Helpers of the leader-election and namespaced stages.
 lease_holder() {
@@ -194,8 +152,8 @@ if [ "${NODE_E2E_LEADER_ELECTION:-1}" = 1 ]; then
   # Each replica has its own simulator sidecar, so each simulator's call log is what its replica
   # sent to ECS.
   le_ns=e2e-leader-election
-  kubectl apply -k deploy/overlays/e2e-leader-election
-  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  e2e_apply_overlay deploy/overlays/e2e-leader-election
+  e2e_rollout
   for _ in $(seq 60); do [ "$(running_pods | wc -l)" = 2 ] && break; sleep 1; done
   mapfile -t pods < <(running_pods)
   [ "${#pods[@]}" = 2 ] || { echo "node-e2e: expected 2 running replicas, have: ${pods[*]}" >&2; exit 1; }
@@ -256,8 +214,8 @@ if [ "${NODE_E2E_NAMESPACED:-1}" = 1 ]; then
   # As a user switching from deploy/ to the namespaced overlay: `apply` does not prune the
   # cluster-wide binding.
   kubectl delete clusterrolebinding ecs-instance-controller --ignore-not-found
-  kubectl apply -k deploy/overlays/e2e-namespaced
-  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  e2e_apply_overlay deploy/overlays/e2e-namespaced
+  e2e_rollout
   sa=system:serviceaccount:$namespace:ecs-instance-controller
   can() { kubectl auth can-i "$@" --as "$sa" >/dev/null 2>&1; }
   can list secrets -n team-a && can watch ecsinstances.ecs.alicloud.dev -n team-b &&
@@ -313,8 +271,8 @@ print(json.dumps([{"instanceId": f"i-e2emass{i:04d}", "regionId": "cn-hangzhou",
 PY2
   curl -fsS -X POST -H 'content-type: application/json' --data @"$work/mass-seed.json" "$sim/_sim/instances" >/dev/null
 
-  kubectl apply -k deploy/overlays/e2e-shared-sim
-  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  e2e_apply_overlay deploy/overlays/e2e-shared-sim
+  e2e_rollout
   mass_ns=e2e-mass
   kubectl create namespace "$mass_ns" --dry-run=client -o yaml | kubectl apply -f -
   for i in $(seq 0 $((n - 1))); do
@@ -328,7 +286,7 @@ PY2
   transitions_before=$(kubectl -n "$namespace" get lease ecs-instance-controller -o jsonpath='{.spec.leaseTransitions}')
   kubectl -n "$mass_ns" delete ecsinstance --all --wait=false >/dev/null
   kubectl -n "$namespace" rollout restart "deployment/$deployment"
-  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  e2e_rollout
   kubectl -n "$mass_ns" wait ecsinstance --all --for=delete --timeout=180s >/dev/null 2>&1 || true
   left=$(kubectl -n "$mass_ns" get ecsinstance -o name | wc -l)
   [ "$left" = 0 ] || { echo "node-e2e: FAILED: $left EcsInstances left" >&2; kubectl -n "$mass_ns" get ecsi >&2; exit 1; }
@@ -407,23 +365,20 @@ seed += [{"instanceId": "i-e2ehelmstop01", "regionId": "cn-hangzhou", "status": 
          {"instanceId": "i-e2ehelmkeep01", "regionId": "cn-hangzhou", "status": "Running"}]
 print(json.dumps(seed))
 PY2
-  kubectl -n "$namespace" create configmap ecs-sim-seed --from-file=instances.json="$work/helm-seed.json" \
-    --dry-run=client -o yaml | kubectl apply -f -
+  e2e_seed_configmap "$work/helm-seed.json"
   helm_install
   [ "$(kubectl -n "$namespace" get "deployment/$deployment" -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}')" = Helm ] ||
     { echo "node-e2e: FAILED: the Deployment is not Helm's" >&2; exit 1; }
 
   stage "cargo test --test e2e, a subset (through the Helm-installed Pod)"
-  forward_sim
-  E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
-    cargo test --locked --test e2e -- --test-threads=1 \
-    a_stopped_instance_is_released_and_counted orphan_leaves_the_instance_alone
-  stop_forward_sim
+  e2e_forward_sim
+  e2e_test a_stopped_instance_is_released_and_counted orphan_leaves_the_instance_alone
+  e2e_stop_forward_sim
 
   stage "helm upgrade: logLevel=debug"
   helm upgrade "$release" "$chart" -n "$namespace" -f "$helm_values" --set logLevel=debug \
     --wait --timeout 3m >&2
-  kubectl -n "$namespace" rollout status "deployment/$deployment" --timeout=180s
+  e2e_rollout
   [ "$(helm status "$release" -n "$namespace" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')" = 2 ] ||
     { echo "node-e2e: FAILED: the release is not at revision 2" >&2; exit 1; }
   mapfile -t pods < <(running_pods)

@@ -2,7 +2,7 @@
 //!
 //! - Here and in CI: the real `ecs-instance-controller` binary, started once for this test binary
 //!   against the test control plane and one shared `ecs-sim`.
-//! - Against a cluster (`tests/e2e/kind.sh`): when `E2E_SIM_URL` is set, the cluster in
+//! - Against a cluster (`scripts/e2e-kind.sh`): when `E2E_SIM_URL` is set, the cluster in
 //!   `KUBECONFIG` with the controller deployed from `deploy/`, and the simulator at that URL.
 //!
 //! Every test uses its own namespace and instance IDs, so they run side by side.
