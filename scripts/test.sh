@@ -23,3 +23,5 @@ venv=$(bash scripts/python-env.sh)
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
 "$venv/bin/python" -m pytest -q ecs-sim/sdk-tests
+(cd ecs-sim/sdk-tests/credentials-go && go test -count=1 ./...)
+(cd tools/gitops-check/argolua && go test -count=1 ./...)

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::reconciler::Namespaces;
 use clap::{Parser, ValueEnum};
 use ecs_client::SigningMethod;
 
@@ -14,9 +15,13 @@ use ecs_client::SigningMethod;
     long_about = "Watches EcsInstance resources (ecs.alicloud.dev/v1alpha1). When one is deleted, waits until its \
                   ECS instance is Stopped (or stops it), calls DeleteInstance, records the outcome and every ECS \
                   error code in status conditions, and only then removes the finalizer.\n\n\
-                  Controller-wide credentials come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET \
-                  and optionally ALIBABA_CLOUD_SECURITY_TOKEN; a resource may name its own Secret instead \
-                  (spec.credentialsRef)."
+                  Controller-wide credentials come from the Alibaba Cloud default credentials chain: \
+                  ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN), RRSA \
+                  (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN, ALIBABA_CLOUD_OIDC_TOKEN_FILE), the \
+                  profile file (ALIBABA_CLOUD_CREDENTIALS_FILE, ~/.alibabacloud/credentials), the ECS instance \
+                  RAM role (ALIBABA_CLOUD_ECS_METADATA) or ALIBABA_CLOUD_CREDENTIALS_URI; temporary credentials \
+                  are renewed before they expire. A resource may name its own Secret instead \
+                  (spec.credentialsRef), with keys and/or a role to assume (docs/security.md)."
 )]
 pub struct Args {
     /// Kubeconfig to use. Default: the in-cluster service account, else ~/.kube/config.
@@ -71,6 +76,28 @@ pub struct Args {
         default_value = ""
     )]
     pub namespaces: Vec<String>,
+
+    /// The STS endpoint for AssumeRole and AssumeRoleWithOIDC (a host name, or a URL such as the
+    /// simulator's). Default: the public STS endpoint (or ALIBABA_CLOUD_STS_REGION's).
+    #[arg(long, env = "ALIBABA_CLOUD_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+
+    /// The ECS metadata server serving the instance RAM role's credentials (default
+    /// http://100.100.100.200). Setting it also selects that source when no other is configured.
+    #[arg(long, env = "ECS_METADATA_ENDPOINT")]
+    pub ecs_metadata_endpoint: Option<String>,
+
+    /// Namespaces whose credentials Secrets may name a role (roleArn) to assume with the
+    /// controller's own identity, comma-separated; `*`: every namespace. Empty (the default):
+    /// none — a Secret that names a role must then hold the keys that assume it, so no namespace
+    /// borrows the controller's power unless the operator said so.
+    #[arg(
+        long,
+        env = "ASSUME_ROLE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub assume_role_namespaces: Vec<String>,
 
     /// Every EcsInstance must name its own credentials Secret (spec.credentialsRef): the
     /// controller's own credentials are never used. For clusters shared by several teams.
@@ -160,6 +187,22 @@ impl Args {
             namespaces.push(None);
         }
         namespaces
+    }
+
+    /// `--assume-role-namespaces` as a rule.
+    pub fn assume_role_namespaces(&self) -> Namespaces {
+        let set: std::collections::HashSet<String> = self
+            .assume_role_namespaces
+            .iter()
+            .map(|ns| ns.trim())
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_string)
+            .collect();
+        if set.contains("*") {
+            Namespaces::All
+        } else {
+            Namespaces::Only(set)
+        }
     }
 
     /// `--own-credentials-namespaces` as a set (`None`: every namespace).

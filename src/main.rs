@@ -4,7 +4,7 @@
 use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
-use ecs_client::{ClientConfig, Credentials, EcsClient, RateLimitConfig};
+use ecs_client::{ChainOptions, ClientConfig, EcsClient, RateLimitConfig, default_chain};
 use ecs_instance_controller::{
     cli::{Args, LogFormat},
     metrics::Metrics,
@@ -63,20 +63,26 @@ async fn run(args: Args) -> Result<(), String> {
         ..Default::default()
     })
     .map_err(|e| format!("ECS client: {e}"))?;
-    let configured = [
-        "ALIBABA_CLOUD_ACCESS_KEY_ID",
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some());
-    let default_credentials = if configured {
-        Some(Credentials::from_env().map_err(|e| format!("controller {e}"))?)
-    } else {
-        warn!(
-            "no ALIBABA_CLOUD_* credentials: only resources with spec.credentialsRef can be released"
-        );
-        None
+    let chain = ChainOptions {
+        sts_endpoint: args.sts_endpoint.clone(),
+        ecs_metadata_endpoint: args.ecs_metadata_endpoint.clone(),
+        role_session_name: Some("ecs-instance-controller".to_string()),
+        ..Default::default()
     };
+    // The official libraries' default chain, chosen once from what is configured (no network
+    // call at start-up); the provider renews temporary credentials before they expire.
+    let default_credentials =
+        default_chain(&chain).map_err(|e| format!("controller credentials: {e}"))?;
+    match &default_credentials {
+        Some(provider) => info!(
+            source = %provider.source().label(),
+            renews = provider.renews(),
+            "controller credentials"
+        ),
+        None => warn!(
+            "no controller credentials configured (environment, RRSA, profile file, instance role or credentials URI): only resources with spec.credentialsRef can be released"
+        ),
+    }
     let timings = Timings {
         steady: args.resync_period,
         recheck: args.resync_period,
@@ -112,6 +118,8 @@ async fn run(args: Args) -> Result<(), String> {
             .with_policy(CredentialsPolicy {
                 require_credentials_ref: args.require_credentials_ref,
                 own_credentials_namespaces: args.own_credentials_namespaces(),
+                assume_role_namespaces: args.assume_role_namespaces(),
+                chain,
             })
             .with_watch_health(watch_health),
     );

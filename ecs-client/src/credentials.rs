@@ -83,7 +83,7 @@ impl Credentials {
     }
 
     /// `from_env` over any variable source, so it is testable without touching the process env.
-    fn from_lookup(
+    pub(crate) fn from_lookup(
         lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, CredentialsError> {
         let read = |key: &'static str| -> Result<Option<String>, CredentialsError> {
@@ -98,6 +98,21 @@ impl Credentials {
             (ENV_ACCESS_KEY_ID, read(ENV_ACCESS_KEY_ID)?),
             (ENV_ACCESS_KEY_SECRET, read(ENV_ACCESS_KEY_SECRET)?),
             (ENV_SECURITY_TOKEN, read(ENV_SECURITY_TOKEN)?),
+        )
+    }
+
+    /// Credentials from a cloud answer or a file (STS, the metadata server, a credentials URI, a
+    /// profile), checked like a Secret's; `keys` name the fields (ID, secret, token) in errors.
+    pub(crate) fn from_parts(
+        keys: [&'static str; 3],
+        access_key_id: String,
+        access_key_secret: String,
+        security_token: Option<String>,
+    ) -> Result<Self, CredentialsError> {
+        Self::validated(
+            (keys[0], Some(access_key_id)),
+            (keys[1], Some(access_key_secret)),
+            (keys[2], security_token),
         )
     }
 

@@ -302,6 +302,15 @@ impl EcsError {
         }
     }
 
+    /// ECS refused the call because the STS security token it was signed with has expired
+    /// (`InvalidSecurityToken.Expired`): the caller asks its
+    /// [`CredentialsProvider`](crate::CredentialsProvider) to
+    /// [`renew`](crate::CredentialsProvider::renew) these credentials once and retries with the
+    /// new ones.
+    pub fn is_expired_security_token(&self) -> bool {
+        self.0.code.as_deref() == Some("InvalidSecurityToken.Expired")
+    }
+
     /// A short label for metrics: the API code, or the failure kind when there is none.
     pub fn outcome_label(&self) -> &str {
         self.0.code.as_deref().unwrap_or(match self.0.kind {
@@ -777,6 +786,26 @@ mod tests {
         for err in &definite {
             assert!(!err.outcome_unknown(), "{err}");
         }
+    }
+
+    #[test]
+    fn an_expired_security_token_is_recognised() {
+        let api = |code: &str| {
+            let body = format!(r#"{{"Code":"{code}","Message":"m","RequestId":"R"}}"#);
+            EcsError::from_response("DescribeInstances", 400, body.as_bytes())
+        };
+        assert!(api("InvalidSecurityToken.Expired").is_expired_security_token());
+        let expired = api("InvalidSecurityToken.Expired");
+        assert_eq!(expired.class(), ErrorClass::CredentialsRejected);
+        for other in [
+            "InvalidSecurityToken.MismatchWithAccessKey",
+            "InvalidSecurityToken.Malformed",
+            "InvalidAccessKeyId.NotFound",
+            "SignatureDoesNotMatch",
+        ] {
+            assert!(!api(other).is_expired_security_token(), "{other}");
+        }
+        assert!(!EcsError::new("A", ErrorKind::Timeout, "t").is_expired_security_token());
     }
 
     #[test]

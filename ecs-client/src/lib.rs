@@ -8,6 +8,9 @@
 //!   (docs/ecs-reference.md §9).
 //! - [`sanitize`]: [`clean_text`], the one function that makes cloud text (codes, messages,
 //!   RequestIds) bounded and printable before it reaches a status, an event or a log line.
+//! - [`provider`]: [`CredentialsProvider`], credentials shared by every caller and renewed
+//!   before they expire, from the default chain (environment, OIDC/RRSA, the credentials file,
+//!   the ECS metadata server, a credentials URI) or by assuming a role (`docs/credentials-chain.md`).
 //! - [`EcsClient`]: typed calls with a per-(endpoint, action) adaptive rate limiter, retries
 //!   for what is safe to retry, and a `DescribeInstances` batcher.
 //!
@@ -19,6 +22,7 @@ pub mod credentials;
 mod encoding;
 pub mod error;
 mod model;
+pub mod provider;
 mod ratelimit;
 mod retry;
 pub mod sanitize;
@@ -31,6 +35,10 @@ pub use error::{EcsError, ErrorClass, ErrorKind};
 pub use model::{
     DeleteInstance, Instance, InstanceStatus, RequestId, StopInstance, StoppedMode, TagInstance,
     UntagInstance,
+};
+pub use provider::{
+    AssumeRoleSpec, ChainOptions, CredentialsProvider, ProviderError, ProviderErrorKind,
+    ProviderSource, SourceKind, assume_role, default_chain,
 };
 pub use ratelimit::RateLimitConfig;
 pub use retry::RetryConfig;

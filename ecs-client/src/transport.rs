@@ -74,7 +74,7 @@ impl Endpoint {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
@@ -85,7 +85,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// Region IDs are lowercase words joined by `-` (`cn-hangzhou`, `eu-central-1`); anything else
 /// would change the endpoint's host name, so it is refused before any request is built.
-fn check_region(region: &str) -> Result<(), String> {
+pub(crate) fn check_region(region: &str) -> Result<(), String> {
     let valid = !region.is_empty()
         && region.len() <= 64
         && region.split('-').all(|part| {
@@ -294,7 +294,7 @@ impl Transport {
 
 /// Reads the body chunk by chunk, keeping at most `limit` bytes: `(body, true)` when there was
 /// more (which is then left unread; dropping the response closes the connection).
-async fn read_at_most(
+pub(crate) async fn read_at_most(
     response: &mut reqwest::Response,
     limit: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
@@ -347,7 +347,7 @@ fn human_bytes(n: usize) -> String {
     }
 }
 
-fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{} s", d.as_secs())
     } else {
@@ -357,7 +357,7 @@ fn human_duration(d: Duration) -> String {
 
 /// TLS with the ring provider passed explicitly (no process-wide default is assumed or set) and
 /// the platform's certificate verifier, as reqwest configures it for itself.
-fn tls_config() -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
         .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;
@@ -391,7 +391,7 @@ fn transport_error(action: &str, err: reqwest::Error) -> EcsError {
     EcsError::new(action, kind, format!("{what}: {}", error_chain(err)))
 }
 
-fn error_chain(err: reqwest::Error) -> String {
+pub(crate) fn error_chain(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut parts = Vec::new();
     let mut source: Option<&dyn std::error::Error> = Some(&err);

@@ -86,28 +86,44 @@ class Sim:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def sim():
+def start_sim(*args: str) -> Sim:
+    """Starts a simulator on a free port with fast transitions and the given extra flags; stop it
+    with stop_sim."""
     process = subprocess.Popen(
         [
             str(sim_binary()),
             "--listen", "127.0.0.1:0",
             "--transition-ms", "200",
             "--release-linger-ms", "500",
-            "--account", f"{ACCESS_KEY_ID}:{ACCESS_KEY_SECRET}",
-            "--account", f"{STS_ACCESS_KEY_ID}:{STS_ACCESS_KEY_SECRET}:{STS_TOKEN}",
+            *args,
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
-        line = process.stdout.readline().strip()
-        prefix = "ecs-sim listening on "
-        assert line.startswith(prefix), f"unexpected first line from ecs-sim: {line!r}"
-        yield Sim(process, line.removeprefix(prefix))
-    finally:
-        process.terminate()
+    line = process.stdout.readline().strip()
+    prefix = "ecs-sim listening on "
+    if not line.startswith(prefix):
+        process.kill()
         process.wait(timeout=10)
+        pytest.fail(f"ecs-sim did not start (first line {line!r}, exit code {process.returncode})")
+    return Sim(process, line.removeprefix(prefix))
+
+
+def stop_sim(sim: Sim):
+    sim.process.terminate()
+    sim.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    started = start_sim(
+        "--account", f"{ACCESS_KEY_ID}:{ACCESS_KEY_SECRET}",
+        "--account", f"{STS_ACCESS_KEY_ID}:{STS_ACCESS_KEY_SECRET}:{STS_TOKEN}",
+    )
+    try:
+        yield started
+    finally:
+        stop_sim(started)
 
 
 @pytest.fixture(autouse=True)

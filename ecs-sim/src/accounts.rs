@@ -1,13 +1,16 @@
-//! The accounts the simulator accepts: AccessKeyId/secret pairs with an optional STS token.
+//! The accounts the simulator accepts: AccessKeyId/secret pairs with an optional STS token, each
+//! a RAM user of a numeric Alibaba Cloud account ID (for ARNs, GetCallerIdentity and visibility,
+//! docs/ecs-reference.md §10).
 
 use std::fmt;
-use std::path::Path;
 
 use serde::Deserialize;
 
 /// The documented default test account, used when no account is configured.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "testid";
 pub const DEFAULT_ACCESS_KEY_SECRET: &str = "testsecret";
+/// The account of every key configured without an `accountId`.
+pub const DEFAULT_ACCOUNT_ID: &str = "1000000000000000";
 
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -17,6 +20,12 @@ pub struct Account {
     /// When set, every request of this account must carry exactly this token.
     #[serde(default)]
     pub security_token: Option<String>,
+    /// The numeric account ID this key belongs to (default [`DEFAULT_ACCOUNT_ID`]).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// The RAM user name in ARNs (`acs:ram::<account>:user/<name>`); default: the AccessKeyId.
+    #[serde(default)]
+    pub user_name: Option<String>,
 }
 
 /// Secrets and tokens never reach logs or error output.
@@ -29,6 +38,8 @@ impl fmt::Debug for Account {
                 "security_token",
                 &self.security_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("account_id", &self.account_id)
+            .field("user_name", &self.user_name)
             .finish()
     }
 }
@@ -39,7 +50,17 @@ impl Account {
             access_key_id: DEFAULT_ACCESS_KEY_ID.to_owned(),
             access_key_secret: DEFAULT_ACCESS_KEY_SECRET.to_owned(),
             security_token: None,
+            account_id: None,
+            user_name: None,
         }
+    }
+
+    pub fn account_id(&self) -> &str {
+        self.account_id.as_deref().unwrap_or(DEFAULT_ACCOUNT_ID)
+    }
+
+    pub fn user_name(&self) -> &str {
+        self.user_name.as_deref().unwrap_or(&self.access_key_id)
     }
 
     /// Parses the `--account AK:SECRET[:STS_TOKEN]` form (the token may itself contain `:`).
@@ -54,6 +75,8 @@ impl Account {
             access_key_id: access_key_id.to_owned(),
             access_key_secret: secret.to_owned(),
             security_token: parts.next().filter(|t| !t.is_empty()).map(str::to_owned),
+            account_id: None,
+            user_name: None,
         })
     }
 
@@ -61,20 +84,28 @@ impl Account {
         if self.access_key_id.is_empty() || self.access_key_secret.is_empty() {
             return Err("accessKeyId and accessKeySecret must not be empty".to_owned());
         }
+        if let Some(id) = &self.account_id
+            && !is_account_id(id)
+        {
+            return Err(format!(
+                "accountId {id:?} of {} is not a numeric account ID",
+                self.access_key_id
+            ));
+        }
+        if self
+            .user_name
+            .as_deref()
+            .is_some_and(|n| n.is_empty() || n.contains(['/', ':']))
+        {
+            return Err(format!("userName of {} is not valid", self.access_key_id));
+        }
         Ok(())
     }
 }
 
-/// Reads a JSON array of `{"accessKeyId","accessKeySecret","securityToken"?}`.
-pub fn load_file(path: &Path) -> Result<Vec<Account>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read accounts file {}: {e}", path.display()))?;
-    let accounts: Vec<Account> = serde_json::from_str(&text)
-        .map_err(|e| format!("accounts file {} is not valid: {e}", path.display()))?;
-    for account in &accounts {
-        account.validate()?;
-    }
-    Ok(accounts)
+/// An Alibaba Cloud account ID: digits only (16 in practice; 1..20 accepted).
+pub fn is_account_id(id: &str) -> bool {
+    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

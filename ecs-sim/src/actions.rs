@@ -124,7 +124,7 @@ fn visible<'a>(
     store
         .region_mut(region, caller.now, caller.timing.transition)
         .into_iter()
-        .filter(|i| i.visible_to(caller.access_key_id))
+        .filter(|i| i.visible_to(caller.owners))
         .filter(|i| ids.is_none_or(|ids| ids.contains(&i.spec.instance_id)))
         .filter(|i| zone.is_none_or(|z| zone_of(i) == z))
         .collect()
@@ -370,7 +370,7 @@ fn target<'a>(
     }
     store
         .get_mut(id, caller.now, caller.timing.transition)
-        .filter(|i| i.visible_to(caller.access_key_id) && !i.is_released())
+        .filter(|i| i.visible_to(caller.owners) && !i.is_released())
         .ok_or_else(EcsError::instance_not_found)
 }
 

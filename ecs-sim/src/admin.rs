@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::accounts::Account;
 use crate::encoding::decode_pairs;
 use crate::faults::FaultRules;
+use crate::metadata;
 use crate::model::{Instance, InstancePatch, InstanceSpec, check_admin_tags};
 use crate::state::Sim;
 
@@ -130,6 +131,42 @@ pub fn handle(sim: &Sim, method: &str, path: &str, query: &str, body: &[u8]) -> 
         ("DELETE", ["accounts", access_key_id]) => {
             let removed = sim.lock().accounts.remove(*access_key_id).is_some();
             Ok(ok(json!({ "removed": removed })))
+        }
+        ("GET", ["sts", "sessions"]) => {
+            let state = sim.lock();
+            let now = jiff::Timestamp::now();
+            let sessions: Vec<Value> = state
+                .sessions
+                .list()
+                .into_iter()
+                .map(|s| s.summary(now))
+                .collect();
+            Ok(ok(json!(sessions)))
+        }
+        ("POST", ["sts", "sessions", access_key_id, "expire"]) => {
+            let expired = sim
+                .lock()
+                .sessions
+                .expire(access_key_id, jiff::Timestamp::now());
+            if expired {
+                Ok(ok(json!({ "expired": true })))
+            } else {
+                Err(error(404, format!("no session {access_key_id}")))
+            }
+        }
+        ("DELETE", ["sts", "sessions", access_key_id]) => {
+            let removed = sim.lock().sessions.remove(access_key_id);
+            Ok(ok(json!({ "removed": removed })))
+        }
+        ("POST", ["metadata", "rotate"]) => {
+            let mut state = sim.lock();
+            match state.iam.metadata_role.clone() {
+                Some(role) => {
+                    let access_key_id = metadata::issue(&mut state, &sim.timing, &role);
+                    Ok(ok(json!({ "accessKeyId": access_key_id })))
+                }
+                None => Err(error(404, "no metadata role is configured")),
+            }
         }
         ("POST", ["reset"]) => {
             sim.lock().reset();

@@ -8,7 +8,9 @@ use crate::response::Node;
 use crate::state::Timing;
 
 pub struct Caller<'a> {
-    pub access_key_id: &'a str,
+    /// The `owner` values whose instances the caller sees (`State::owners_for_key` /
+    /// `owners_for_account`).
+    pub owners: &'a [String],
     pub now: Instant,
     pub timing: Timing,
 }

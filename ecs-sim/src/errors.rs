@@ -9,6 +9,10 @@
 //! statuses and messages), and DescribeInstanceStatus / DescribeInstances
 //! (docs/ecs-reference.md §3, §4).
 //! Codes those pages do not define for a case are marked UNCONFIRMED at the constructor.
+//!
+//! STS (AssumeRole, AssumeRoleWithOIDC) and temporary-credential errors: docs/ecs-reference.md
+//! §10, with its sources (the STS error table, the AssumeRole page, the STS error-code page for
+//! `AuthenticationFail.*`, the ACK RRSA page, the gateway's `InvalidSecurityToken.*` table).
 
 /// An error answer: HTTP status, ECS `Code` and `Message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +91,25 @@ impl EcsError {
 
     pub fn security_token_missing() -> Self {
         Self::missing_common("SecurityToken")
+    }
+
+    /// An `STS.` key whose token has expired (docs/ecs-reference.md §10; 400 as in the gateway
+    /// table there, some product tables list 403).
+    pub fn security_token_expired() -> Self {
+        Self::new(
+            400,
+            "InvalidSecurityToken.Expired",
+            "Specified SecurityToken is expired.",
+        )
+    }
+
+    /// A token the simulator never issued (docs/ecs-reference.md §10).
+    pub fn security_token_malformed() -> Self {
+        Self::new(
+            400,
+            "InvalidSecurityToken.Malformed",
+            "Specified SecurityToken is malformed.",
+        )
     }
 
     pub fn security_token_mismatch() -> Self {
@@ -490,6 +513,147 @@ impl EcsError {
             400,
             "InvalidParameter.TagValue",
             "The specified parameter \"Tag.N.Value\" is not valid.",
+        )
+    }
+}
+
+/// STS errors, docs/ecs-reference.md §10 (AssumeRole table; STS error-code page for the 401
+/// `AuthenticationFail.*` codes).
+impl EcsError {
+    pub fn role_arn_invalid() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.RoleArn",
+            "The parameter RoleArn is wrongly formed.",
+        )
+    }
+
+    pub fn role_session_name_invalid() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.RoleSessionName",
+            "The parameter RoleSessionName is wrongly formed.",
+        )
+    }
+
+    /// Below 900, above the role's MaxSessionDuration, or not an integer. The documented message
+    /// still names the old 1-hour maximum.
+    pub fn duration_seconds_invalid() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.DurationSeconds",
+            "The Min/Max value of DurationSeconds is 15min/1hr.",
+        )
+    }
+
+    pub fn policy_grammar() -> Self {
+        Self::new(
+            400,
+            "InvalidParameter.PolicyGrammar",
+            "The parameter Policy has not passed grammar check.",
+        )
+    }
+
+    /// AssumeRole by a caller the role's trust policy does not name, or without the required
+    /// `ExternalId`.
+    pub fn sts_no_permission() -> Self {
+        Self::new(
+            403,
+            "NoPermission",
+            "You are not authorized to do this action. You should be authorized by RAM.",
+        )
+    }
+
+    /// AssumeRole's table wording.
+    pub fn role_not_found() -> Self {
+        Self::new(404, "EntityNotExist.Role", "The specified Role not exists.")
+    }
+
+    /// AssumeRoleWithOIDC: the RRSA page's wording (status UNCONFIRMED, AssumeRole's 404 used).
+    pub fn oidc_role_not_found(role_arn: &str) -> Self {
+        Self::new(
+            404,
+            "EntityNotExist.Role",
+            format!("The role not exists: {role_arn}."),
+        )
+    }
+
+    pub fn oidc_provider_not_found() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.NoPermission",
+            "No such OIDC Provider registered.",
+        )
+    }
+
+    /// The role's trust policy does not name the provider, or not the token's subject.
+    pub fn oidc_no_permission() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.NoPermission",
+            "There is no permission",
+        )
+    }
+
+    fn oidc_invalid(message: &str) -> Self {
+        Self::new(401, "AuthenticationFail.OIDCToken.Invalid", message)
+    }
+
+    pub fn oidc_token_empty() -> Self {
+        Self::oidc_invalid("The OIDCToken can not empty.")
+    }
+
+    pub fn oidc_token_parts() -> Self {
+        Self::oidc_invalid("The number of Jwt field should be divided into 3 parts with '.' .")
+    }
+
+    pub fn oidc_token_base64() -> Self {
+        Self::oidc_invalid("Cannot decode base64 encoded response(format invalided).")
+    }
+
+    pub fn oidc_token_algorithm(alg: &str) -> Self {
+        Self::oidc_invalid(&format!(
+            "The algorithm {alg} that be specified in Jwt header is unknown."
+        ))
+    }
+
+    /// Unparsable header or claims, and (UNCONFIRMED choice) a missing `exp`, an `nbf` or `iat`
+    /// more than 60 s ahead, a token over 20,000 characters.
+    pub fn oidc_token_content() -> Self {
+        Self::oidc_invalid("The Jwt content is invalid that cannot be recognized.")
+    }
+
+    pub fn oidc_token_signature() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.OIDCToken.InvalidSignature",
+            "OIDC token validate failed: invalid signature.",
+        )
+    }
+
+    pub fn oidc_token_expired() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.OIDCToken.Expired",
+            "This JsonWebToken is expired.",
+        )
+    }
+
+    pub fn oidc_audience() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.OIDCToken.AudienceNotMatch",
+            "Invalid audience.",
+        )
+    }
+
+    /// The RRSA page's code and message; its 401 is UNCONFIRMED (the other
+    /// `AuthenticationFail.OIDCToken.*` codes are 401).
+    pub fn oidc_issuer() -> Self {
+        Self::new(
+            401,
+            "AuthenticationFail.OIDCToken.IssuerNotMatch",
+            "The issuer in the OIDC Token doesn't match the OIDC Provider registered.",
         )
     }
 }

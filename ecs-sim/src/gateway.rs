@@ -1,8 +1,10 @@
-//! The RPC gateway on `/`: what the Alibaba Cloud API gateway does before and around an ECS
-//! operation. Checks run in the gateway's order:
-//! action/version known → signature params present → key known (and its STS token) →
-//! timestamp → nonce replay → signature → faults (latency, drop, throttle, 5xx) → the operation
-//! → the answer, or none (an answer dropped on purpose after the operation).
+//! The RPC gateway on `/`: what the Alibaba Cloud API gateway does before and around an ECS or
+//! STS operation. Checks run in the gateway's order:
+//! action/version known (the version picks the product: ECS `2014-05-26`, STS `2015-04-01`) →
+//! signature params present → key known (and its STS token: a configured token, or the token of
+//! temporary credentials, docs/ecs-reference.md §10) → timestamp → nonce replay → signature →
+//! faults (latency, drop, throttle, 5xx) → the operation → the answer, or none (an answer dropped
+//! on purpose after the operation). STS AssumeRoleWithOIDC is anonymous: no signature checks.
 //! Every request is written to the call log, including rejected ones.
 
 use std::collections::BTreeMap;
@@ -11,18 +13,20 @@ use std::time::{Duration, Instant};
 use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 
-use crate::actions::{self, API_VERSION};
+use crate::actions;
 use crate::call::Caller;
 use crate::encoding::{MalformedPair, decode_pairs};
 use crate::errors::EcsError;
 use crate::faults::Verdict;
 use crate::params::Params;
 use crate::response::{Format, render_error, render_success};
+use crate::sessions::TokenCheck;
 use crate::signature::{
     V3_ALGORITHM, V3Request, parse_v3_authorization, sha256_hex, v1_string_to_sign, v1_verify,
     v3_string_to_sign, v3_verify,
 };
-use crate::state::{CallRecord, Sim};
+use crate::state::{CallRecord, Sim, State};
+use crate::sts::{self, Principal};
 
 /// An RPC request as received.
 pub struct RpcRequest<'a> {
@@ -47,11 +51,41 @@ pub enum Outcome {
 
 const SIGNATURE_METHOD_V1: &str = "HMAC-SHA1";
 
+/// The API a request is for, from its `Version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Product {
+    Ecs,
+    Sts,
+}
+
+impl Product {
+    /// The `product` of the call log.
+    fn log_name(self) -> &'static str {
+        match self {
+            Product::Ecs => "ecs",
+            Product::Sts => "sts",
+        }
+    }
+
+    /// The `product` of the error's `Recommend` URL.
+    fn recommend_name(self) -> &'static str {
+        match self {
+            Product::Ecs => "Ecs",
+            Product::Sts => "Sts",
+        }
+    }
+}
+
 /// A request that passed the gateway's checks.
 struct Authenticated {
+    /// Empty for the anonymous AssumeRoleWithOIDC.
     access_key_id: String,
     action: String,
     params: Params,
+    product: Product,
+    principal: Principal,
+    /// The instance owners the caller sees.
+    owners: Vec<String>,
 }
 
 pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
@@ -59,6 +93,7 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
     let host_id = header(request.headers, HOST.as_str()).unwrap_or_default();
     let mut call = CallRecord {
         seq: 0,
+        product: Product::Ecs.log_name(),
         action: None,
         access_key_id: None,
         signature_method: None,
@@ -77,7 +112,8 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
         Format::Xml
     };
 
-    let result = match authenticate(sim, &request, &mut call, &mut format) {
+    let mut product = Product::Ecs;
+    let result = match authenticate(sim, &request, &mut call, &mut format, &mut product) {
         Err(error) => Err(error),
         Ok(auth) => {
             let (latency, verdict) = {
@@ -101,14 +137,25 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
                 Verdict::Fail(error) => Err(error),
                 Verdict::Proceed | Verdict::DropAnswer => {
                     call.answer_dropped = verdict == Verdict::DropAnswer;
-                    let caller = Caller {
-                        access_key_id: &auth.access_key_id,
-                        now: Instant::now(),
-                        timing: sim.timing,
-                    };
                     let mut state = sim.lock();
-                    actions::run(&mut state, &caller, &auth.action, &auth.params)
-                        .map(|fields| (auth.action, fields))
+                    let outcome = match auth.product {
+                        Product::Ecs => {
+                            let caller = Caller {
+                                owners: &auth.owners,
+                                now: Instant::now(),
+                                timing: sim.timing,
+                            };
+                            actions::run(&mut state, &caller, &auth.action, &auth.params)
+                        }
+                        Product::Sts => sts::run(
+                            &mut state,
+                            &auth.principal,
+                            &sim.timing,
+                            &auth.action,
+                            &auth.params,
+                        ),
+                    };
+                    outcome.map(|fields| (auth.action, fields))
                 }
             }
         }
@@ -120,7 +167,13 @@ pub async fn handle(sim: &Sim, request: RpcRequest<'_>) -> Outcome {
             call.code = Some(error.code.clone());
             (
                 error.status,
-                render_error(format, &error, &request_id, &host_id),
+                render_error(
+                    format,
+                    &error,
+                    &request_id,
+                    &host_id,
+                    product.recommend_name(),
+                ),
             )
         }
     };
@@ -213,6 +266,7 @@ fn authenticate(
     request: &RpcRequest,
     call: &mut CallRecord,
     format: &mut Format,
+    product: &mut Product,
 ) -> Result<Authenticated, EcsError> {
     // The query decides the error format even when the body turns out to be unusable.
     let query = decode_pairs(request.query).map_err(malformed)?;
@@ -224,11 +278,13 @@ fn authenticate(
         return Err(EcsError::api_not_found());
     }
     for (name, value) in all.pairs() {
-        if name != "Signature" && name != "SecurityToken" {
-            call.params
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
-        }
+        // Credentials never reach the call log: the signature, STS tokens and OIDC tokens.
+        let logged = match name.as_str() {
+            "Signature" | "SecurityToken" => continue,
+            "OIDCToken" => "<redacted>".to_owned(),
+            _ => value.clone(),
+        };
+        call.params.entry(name.clone()).or_insert(logged);
     }
 
     let authorization = header(request.headers, AUTHORIZATION.as_str());
@@ -246,11 +302,36 @@ fn authenticate(
     call.action = action.clone();
     let action = action.ok_or_else(|| EcsError::missing_common("Action"))?;
     let version = version.ok_or_else(|| EcsError::missing_common("Version"))?;
-    if version != API_VERSION {
-        return Err(EcsError::invalid_version());
+    *product = match version.as_str() {
+        actions::API_VERSION => Product::Ecs,
+        sts::API_VERSION => Product::Sts,
+        _ => return Err(EcsError::invalid_version()),
+    };
+    call.product = product.log_name();
+    // STS answers JSON unless asked otherwise (its common parameters page); ECS V1 answers XML.
+    let format_given = all
+        .get("Format")
+        .is_some_and(|f| f.eq_ignore_ascii_case("JSON") || f.eq_ignore_ascii_case("XML"));
+    if *product == Product::Sts && !format_given {
+        *format = Format::Json;
     }
-    if !actions::ACTIONS.contains(&action.as_str()) {
+    let known = match product {
+        Product::Ecs => actions::ACTIONS.contains(&action.as_str()),
+        Product::Sts => sts::ACTIONS.contains(&action.as_str()),
+    };
+    if !known {
         return Err(EcsError::api_not_found());
+    }
+    if *product == Product::Sts && action == sts::ANONYMOUS_ACTION {
+        // The OIDC token is the credential; signature parameters, if any, are ignored.
+        return Ok(Authenticated {
+            access_key_id: String::new(),
+            action,
+            params: all,
+            product: *product,
+            principal: Principal::Anonymous,
+            owners: Vec::new(),
+        });
     }
 
     let claimed = match &authorization {
@@ -266,18 +347,8 @@ fn authenticate(
     call.access_key_id = Some(claimed.access_key_id.clone());
 
     let mut state = sim.lock();
-    let account = state
-        .accounts
-        .get(&claimed.access_key_id)
-        .ok_or_else(EcsError::access_key_not_found)?;
-    if let Some(expected) = &account.security_token {
-        match &claimed.security_token {
-            None => return Err(EcsError::security_token_missing()),
-            Some(token) if token != expected => return Err(EcsError::security_token_mismatch()),
-            Some(_) => {}
-        }
-    }
-    let secret = account.access_key_secret.clone();
+    let key = look_up_key(&state, &claimed)?;
+    let secret = key.secret;
 
     let timestamp: jiff::Timestamp = claimed
         .timestamp
@@ -344,7 +415,62 @@ fn authenticate(
         access_key_id: claimed.access_key_id,
         action,
         params: all,
+        product: *product,
+        principal: key.principal,
+        owners: key.owners,
     })
+}
+
+/// A known key: its secret and who it is.
+struct Key {
+    secret: String,
+    principal: Principal,
+    owners: Vec<String>,
+}
+
+/// A configured account (with its configured token, if any), else temporary credentials: the
+/// token must be one the simulator issued, unexpired, for this AccessKeyId.
+fn look_up_key(state: &State, claimed: &Claimed) -> Result<Key, EcsError> {
+    if let Some(account) = state.accounts.get(&claimed.access_key_id) {
+        if let Some(expected) = &account.security_token {
+            match &claimed.security_token {
+                None => return Err(EcsError::security_token_missing()),
+                Some(token) if token != expected => {
+                    return Err(EcsError::security_token_mismatch());
+                }
+                Some(_) => {}
+            }
+        }
+        return Ok(Key {
+            secret: account.access_key_secret.clone(),
+            principal: Principal::User {
+                access_key_id: account.access_key_id.clone(),
+                account_id: account.account_id().to_owned(),
+                user_name: account.user_name().to_owned(),
+            },
+            owners: state.owners_for_key(&account.access_key_id),
+        });
+    }
+    if state.sessions.get(&claimed.access_key_id).is_none() {
+        return Err(EcsError::access_key_not_found());
+    }
+    let token = claimed
+        .security_token
+        .as_deref()
+        .ok_or_else(EcsError::security_token_missing)?;
+    match state
+        .sessions
+        .check(&claimed.access_key_id, token, jiff::Timestamp::now())
+    {
+        TokenCheck::Valid(session) => Ok(Key {
+            secret: session.secret.clone(),
+            principal: Principal::Role(session.identity.clone()),
+            owners: state.owners_for_account(&session.identity.role.account_id),
+        }),
+        TokenCheck::Mismatch => Err(EcsError::security_token_mismatch()),
+        TokenCheck::Malformed => Err(EcsError::security_token_malformed()),
+        TokenCheck::Expired => Err(EcsError::security_token_expired()),
+    }
 }
 
 fn claim_v1(params: &Params) -> Result<Claimed, EcsError> {

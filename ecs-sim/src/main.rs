@@ -1,5 +1,6 @@
 //! `ecs-sim`: a local Alibaba Cloud ECS OpenAPI endpoint (RPC, V1 and V3 signatures) for tests,
-//! the local run and benchmarks. See `ecs-sim/README.md`.
+//! the local run and benchmarks, with STS and the instance metadata server's RAM-role
+//! credentials. See `ecs-sim/README.md`.
 
 mod accounts;
 mod actions;
@@ -9,14 +10,20 @@ mod encoding;
 mod errors;
 mod faults;
 mod gateway;
+mod iam;
+mod metadata;
 mod model;
+mod oidc;
 mod params;
 mod regions;
 mod response;
 mod server;
+mod sessions;
 mod signature;
 mod state;
+mod sts;
 mod tags;
+mod tls;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -49,7 +56,8 @@ struct Cli {
     /// An accepted account, `AK:SECRET[:STS_TOKEN]`; repeatable.
     #[arg(long = "account", value_name = "AK:SECRET[:STS_TOKEN]", value_parser = Account::parse_flag)]
     accounts: Vec<Account>,
-    /// JSON array of {"accessKeyId","accessKeySecret","securityToken"?}.
+    /// JSON array of {"accessKeyId","accessKeySecret","securityToken"?,"accountId"?,"userName"?},
+    /// or an object with "accounts", "roles", "oidcProviders" and "metadata" (see the README).
     #[arg(long, env = "ECS_SIM_ACCOUNTS_FILE")]
     accounts_file: Option<PathBuf>,
     /// JSON array of instance specs to start with (same form as POST /_sim/instances).
@@ -68,6 +76,25 @@ struct Cli {
     /// regions of seeded instances); repeatable.
     #[arg(long = "region", value_name = "REGION_ID", value_parser = parse_region)]
     regions: Vec<String>,
+    /// Writes the certificate (PEM) of the CA behind the listener's TLS to this file; clients of
+    /// `https://` (the credentials libraries' STS calls) trust it.
+    #[arg(long, env = "ECS_SIM_TLS_CA_OUT")]
+    tls_ca_out: Option<PathBuf>,
+    /// Test flag: temporary credentials (STS and metadata) live at most this many seconds,
+    /// whatever DurationSeconds asked; their Expiration shows the shortened time.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    sts_max_lifetime_secs: Option<u64>,
+    /// The instance RAM role the metadata server serves (overrides the accounts file's
+    /// `metadata.roleArn`).
+    #[arg(long, value_name = "ROLE_ARN", value_parser = parse_role_arn)]
+    metadata_role_arn: Option<iam::RoleArn>,
+    /// Hardened mode: metadata GETs without a session token are refused (401).
+    #[arg(long)]
+    metadata_require_token: bool,
+}
+
+fn parse_role_arn(value: &str) -> Result<iam::RoleArn, String> {
+    iam::RoleArn::parse(value).ok_or_else(|| "expected acs:ram::<accountId>:role/<name>".to_owned())
 }
 
 fn parse_region(value: &str) -> Result<String, String> {
@@ -94,20 +121,34 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Err(format!("--listen {} is not a loopback address", cli.listen));
     }
     let mut accounts = cli.accounts;
+    let mut iam = iam::Iam::default();
     if let Some(path) = &cli.accounts_file {
-        accounts.extend(accounts::load_file(path)?);
+        let config = iam::load_file(path)?;
+        accounts.extend(config.accounts);
+        iam = config.iam;
     }
     if accounts.is_empty() {
         accounts.push(Account::default_test_account());
     }
+    if let Some(role) = cli.metadata_role_arn {
+        iam.metadata_role = Some(role);
+    }
+    iam.metadata_requires_token |= cli.metadata_require_token;
     let timing = Timing {
         transition: Duration::from_millis(cli.transition_ms),
         release_linger: Duration::from_millis(cli.release_linger_ms),
         max_skew: Duration::from_secs(cli.max_skew_secs),
+        sts_max_lifetime: cli.sts_max_lifetime_secs.map(Duration::from_secs),
     };
+    let tls = tls::generate()?;
+    if let Some(path) = &cli.tls_ca_out {
+        std::fs::write(path, &tls.ca_pem)
+            .map_err(|e| format!("cannot write --tls-ca-out {}: {e}", path.display()))?;
+    }
     let sim = Arc::new(Sim::new(
         timing,
         accounts,
+        iam,
         regions::Regions::new(cli.regions),
     ));
     if let Some(path) = &cli.seed {
@@ -122,7 +163,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     writeln!(stdout, "ecs-sim listening on http://{addr}")
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    match server::serve(listener, sim).await {}
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    match server::serve(listener, sim, acceptor).await {}
 }
 
 fn main() -> ExitCode {

@@ -217,12 +217,13 @@ impl Instance {
         self.spec.lock_reasons.iter().any(|r| r == reason)
     }
 
-    /// An instance with an owner is visible to that AccessKeyId only.
-    pub fn visible_to(&self, access_key_id: &str) -> bool {
+    /// An instance with an owner (an AccessKeyId or an account ID) is visible only to callers
+    /// whose owner list names it.
+    pub fn visible_to(&self, owners: &[String]) -> bool {
         self.spec
             .owner
             .as_deref()
-            .is_none_or(|owner| owner == access_key_id)
+            .is_none_or(|owner| owners.iter().any(|o| o == owner))
     }
 
     pub fn apply(&mut self, patch: InstancePatch, now: Instant) {

@@ -67,10 +67,16 @@ pub fn render_success(
 }
 
 /// The error body: `RequestId`, `HostId`, `Code`, `Message`, `Recommend`
-/// (docs/ecs-reference.md §5).
-pub fn render_error(format: Format, error: &EcsError, request_id: &str, host_id: &str) -> String {
+/// (docs/ecs-reference.md §5); `product` names the API in `Recommend` (`Ecs`, `Sts`).
+pub fn render_error(
+    format: Format,
+    error: &EcsError,
+    request_id: &str,
+    host_id: &str,
+    product: &str,
+) -> String {
     let recommend = format!(
-        "https://api.aliyun.com/troubleshoot?q={}&product=Ecs&requestId={request_id}",
+        "https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}",
         error.code
     );
     let body = Node::Object(vec![
@@ -199,6 +205,7 @@ mod tests {
             &EcsError::instance_not_found(),
             "R2",
             "127.0.0.1:9",
+            "Ecs",
         );
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["Code"], "InvalidInstanceId.NotFound");
@@ -207,7 +214,13 @@ mod tests {
             parsed["Recommend"],
             "https://api.aliyun.com/troubleshoot?q=InvalidInstanceId.NotFound&product=Ecs&requestId=R2"
         );
-        let xml = render_error(Format::Xml, &EcsError::instance_not_found(), "R2", "h");
+        let xml = render_error(
+            Format::Xml,
+            &EcsError::instance_not_found(),
+            "R2",
+            "h",
+            "Ecs",
+        );
         assert!(xml.contains("<Error><RequestId>R2</RequestId><HostId>h</HostId><Code>InvalidInstanceId.NotFound</Code>"));
     }
 }

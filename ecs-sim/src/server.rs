@@ -1,5 +1,6 @@
-//! HTTP/1.1 on a loopback listener: routes `/_sim/*` to the admin interface and everything else
-//! to the RPC gateway.
+//! HTTP/1.1 (plain, or TLS when a connection starts with a TLS handshake) on a loopback
+//! listener: routes `/_sim/*` to the admin interface, `/latest/*` and `/credentials-uri` to the
+//! metadata server, and everything else to the RPC gateway (ECS and STS).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,11 +13,15 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::gateway::{self, Outcome, RpcRequest};
+use crate::metadata;
 use crate::state::Sim;
+use crate::tls::HANDSHAKE_RECORD;
 
 /// RPC bodies are small forms; anything larger is refused, not buffered.
 const MAX_RPC_BODY: usize = 1024 * 1024;
@@ -35,7 +40,7 @@ impl std::fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
-pub async fn serve(listener: TcpListener, sim: Arc<Sim>) -> Infallible {
+pub async fn serve(listener: TcpListener, sim: Arc<Sim>, tls: TlsAcceptor) -> Infallible {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -48,17 +53,35 @@ pub async fn serve(listener: TcpListener, sim: Arc<Sim>) -> Infallible {
         };
         let _ = stream.set_nodelay(true);
         let sim = sim.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let sim = sim.clone();
-                async move { route(&sim, request).await }
-            });
-            // Errors here are client-side disconnects, malformed HTTP or our own drops.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let mut first = [0u8; 1];
+            let is_tls =
+                matches!(stream.peek(&mut first).await, Ok(1) if first[0] == HANDSHAKE_RECORD);
+            if is_tls {
+                // A failed handshake (e.g. the client does not trust the CA) just ends here.
+                if let Ok(stream) = tls.accept(stream).await {
+                    serve_http(stream, sim).await;
+                }
+            } else {
+                serve_http(stream, sim).await;
+            }
         });
     }
+}
+
+async fn serve_http<S>(stream: S, sim: Arc<Sim>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let sim = sim.clone();
+        async move { route(&sim, request).await }
+    });
+    // Errors here are client-side disconnects, malformed HTTP or our own drops.
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn route(
@@ -74,6 +97,13 @@ async fn route(
     } else {
         MAX_RPC_BODY
     };
+    // The metadata server and the credentials URI take no body. Absolute-form requests (through
+    // a client's HTTP proxy option, `GET http://100.100.100.200/latest/...`) arrive here with
+    // their path too.
+    if metadata::serves(&path) {
+        let answer = metadata::handle(sim, parts.method.as_str(), &path, &parts.headers);
+        return Ok(respond(answer.status, answer.content_type, answer.body));
+    }
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => Some(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => None,

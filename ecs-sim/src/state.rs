@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use crate::accounts::Account;
 use crate::faults::Faults;
+use crate::iam::Iam;
 use crate::model::Store;
 use crate::regions::Regions;
+use crate::sessions::Sessions;
 
 /// Timing knobs from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +23,16 @@ pub struct Timing {
     pub release_linger: Duration,
     /// Allowed distance between a request's timestamp and the simulator's clock.
     pub max_skew: Duration,
+    /// Test flag: every temporary credential lives at most this long, whatever was asked.
+    pub sts_max_lifetime: Option<Duration>,
+}
+
+impl Timing {
+    /// The lifetime of credentials asked for `requested`, after the test cap.
+    pub fn sts_lifetime(&self, requested: Duration) -> Duration {
+        self.sts_max_lifetime
+            .map_or(requested, |cap| cap.min(requested))
+    }
 }
 
 pub struct Sim {
@@ -29,7 +41,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(timing: Timing, accounts: Vec<Account>, regions: Regions) -> Self {
+    pub fn new(timing: Timing, accounts: Vec<Account>, iam: Iam, regions: Regions) -> Self {
         let accounts = accounts
             .into_iter()
             .map(|a| (a.access_key_id.clone(), a))
@@ -43,6 +55,9 @@ impl Sim {
                 calls: CallLog::default(),
                 faults: Faults::default(),
                 regions,
+                iam,
+                sessions: Sessions::default(),
+                metadata: MetadataState::default(),
             }),
         }
     }
@@ -63,21 +78,67 @@ pub struct State {
     pub calls: CallLog,
     pub faults: Faults,
     pub regions: Regions,
+    pub iam: Iam,
+    /// Temporary credentials (STS and metadata).
+    pub sessions: Sessions,
+    pub metadata: MetadataState,
+}
+
+/// The metadata server's runtime state.
+#[derive(Debug, Default)]
+pub struct MetadataState {
+    /// Session tokens of the hardened mode → when they stop working.
+    pub tokens: HashMap<String, Instant>,
+    /// The AccessKeyId of the credentials currently served for the instance role.
+    pub current: Option<String>,
+}
+
+impl MetadataState {
+    pub fn token_valid(&mut self, token: &str, now: Instant) -> bool {
+        self.tokens.retain(|_, until| *until > now);
+        self.tokens.contains_key(token)
+    }
 }
 
 impl State {
+    /// The owners (`owner` values of instances) a caller sees: its own AccessKeyId and account
+    /// for a static key; for temporary credentials the role's account and every configured key of
+    /// that account (docs/ecs-reference.md §10; the README's "Visibility").
+    pub fn owners_for_key(&self, access_key_id: &str) -> Vec<String> {
+        match self.accounts.get(access_key_id) {
+            Some(account) => vec![access_key_id.to_owned(), account.account_id().to_owned()],
+            None => Vec::new(),
+        }
+    }
+
+    pub fn owners_for_account(&self, account_id: &str) -> Vec<String> {
+        let mut owners = vec![account_id.to_owned()];
+        let mut keys: Vec<&String> = self
+            .accounts
+            .values()
+            .filter(|a| a.account_id() == account_id)
+            .map(|a| &a.access_key_id)
+            .collect();
+        keys.sort();
+        owners.extend(keys.into_iter().cloned());
+        owners
+    }
+
     /// A region calls may name: built in, from `--region`, or used by a seeded instance.
     pub fn region_exists(&self, region: &str) -> bool {
         self.regions.contains(region) || self.store.seeded_regions().contains(region)
     }
 
-    /// `POST /_sim/reset`: everything but the accounts (and the `--region` regions); regions
-    /// known only from seeded instances are forgotten with them.
+    /// `POST /_sim/reset`: everything but the accounts, roles and providers (and the `--region`
+    /// regions); regions known only from seeded instances are forgotten with them; temporary
+    /// credentials and metadata tokens are forgotten.
     pub fn reset(&mut self) {
         self.store.clear();
         self.calls.clear();
         self.faults.clear();
         self.nonces = Nonces::default();
+        self.sessions.clear();
+        self.metadata = MetadataState::default();
     }
 }
 
@@ -117,6 +178,8 @@ impl Nonces {
 #[serde(rename_all = "camelCase")]
 pub struct CallRecord {
     pub seq: u64,
+    /// `ecs`, `sts` or `metadata` (the metadata server and the credentials URI).
+    pub product: &'static str,
     pub action: Option<String>,
     pub access_key_id: Option<String>,
     pub signature_method: Option<&'static str>,

@@ -187,7 +187,7 @@ fn check_resources(
             .then(|| store.get_mut(id, caller.now, caller.timing.transition))
             .flatten()
             .filter(|i| {
-                i.spec.region_id == region && i.visible_to(caller.access_key_id) && !i.is_released()
+                i.spec.region_id == region && i.visible_to(caller.owners) && !i.is_released()
             })
             .ok_or_else(EcsError::resource_not_found)?;
         let tags = &instance.spec.tags;
@@ -372,7 +372,7 @@ pub fn list_tag_resources(
             .region_mut(region, caller.now, caller.timing.transition)
         {
             let id = instance.spec.instance_id.as_str();
-            if !instance.visible_to(caller.access_key_id)
+            if !instance.visible_to(caller.owners)
                 || wanted.as_ref().is_some_and(|w| !w.contains(id))
                 || !matches_filter(&instance.spec.tags, &filter)
             {

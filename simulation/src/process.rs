@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecs_client::Credentials;
+use ecs_client::{Credentials, CredentialsProvider};
 use ecs_instance_controller::{
     decision,
     pacing::Timings,
@@ -50,11 +50,11 @@ impl Process {
             Arc::new(SimClock(shared.clone())),
             timings,
         );
-        shell.own_credentials = Some(Credentials::new(
+        shell.own_credentials = Some(CredentialsProvider::fixed(Credentials::new(
             "LTAIaccountA1",
             "secret-of-LTAIaccountA1",
             None,
-        ));
+        )));
         Process {
             id,
             shell: Arc::new(shell),

@@ -22,7 +22,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ecs_client::{Credentials, EcsClient};
+use ecs_client::{CredentialsProvider, EcsClient};
 use futures::{Future, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -37,7 +37,7 @@ use kube::{
 };
 use tracing::warn;
 
-pub use credentials::CredentialsPolicy;
+pub use credentials::{CredentialsPolicy, Namespaces};
 pub use kube_api::{KubeCluster, MANAGER};
 pub use pass::{Outcome, Shell, View};
 pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
@@ -70,7 +70,7 @@ impl Context {
     pub fn new(
         client: Client,
         ecs: EcsClient,
-        own_credentials: Option<Credentials>,
+        own_credentials: Option<CredentialsProvider>,
         timings: Timings,
         metrics: Arc<Metrics>,
     ) -> Self {

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ecs_client::{Credentials, EcsError, RequestId};
+use ecs_client::{Credentials, CredentialsProvider, EcsError, RequestId};
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
@@ -59,7 +59,7 @@ pub struct Shell<C, K> {
     pub timings: Timings,
     pub policy: CredentialsPolicy,
     /// The controller's own credentials, for resources without a Secret.
-    pub own_credentials: Option<Credentials>,
+    pub own_credentials: Option<CredentialsProvider>,
     pub metrics: Arc<Metrics>,
     pub objects: Objects,
     pub secrets: SecretCache,
@@ -199,23 +199,33 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             resource,
         )
         .await;
-        let observation = match &resolved {
-            Err(why) => Observation::CredentialsUnavailable(why.to_string()),
-            Ok(resolved) => {
+        // The snapshot this pass signs with; replaced once if ECS says it expired.
+        let mut signing = resolved.as_ref().ok().map(|r| r.credentials.clone());
+        let observation = match (&resolved, &mut signing) {
+            (Err(why), _) => Observation::CredentialsUnavailable(why.to_string()),
+            (Ok(resolved), Some(signing)) => {
                 if let Some((namespace, name)) = &resolved.protect {
                     self.protect_secret(namespace, name).await;
                 }
                 let spec = &resource.spec;
-                match self
-                    .cloud
-                    .observe(&spec.region_id, &resolved.credentials, &spec.instance_id)
-                    .await
+                let observe = |credentials: Credentials| async move {
+                    self.cloud
+                        .observe(&spec.region_id, &credentials, &spec.instance_id)
+                        .await
+                };
+                let mut result = observe(signing.clone()).await;
+                if let Err(error) = &result
+                    && let Some(fresh) = renewed(resolved, signing, error).await
                 {
+                    result = observe(fresh).await;
+                }
+                match result {
                     Ok(Some(instance)) => Observation::Present(instance),
                     Ok(None) => Observation::Absent,
                     Err(error) => Observation::Failed(error),
                 }
             }
+            (Ok(_), None) => unreachable!("resolved credentials have a snapshot"),
         };
         let state = self.objects.get(resource);
         let now = self.clock.now();
@@ -249,7 +259,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             }
             Plan::Call(call, record) => (call, record),
         };
-        let Ok(resolved) = &resolved else {
+        let (Ok(resolved), Some(signing)) = (&resolved, &mut signing) else {
             unreachable!("a call is planned only after an observation with credentials")
         };
         // What the plan saw, and before DeleteInstance the intent, on record before the call,
@@ -273,10 +283,15 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
                 .map(|at| at.0);
         }
         info!(resource = %ObjectRef::from_obj(resource), action = call.action(), "calling ECS");
-        let result = self
-            .cloud
-            .call(&resource.spec.region_id, &resolved.credentials, &call)
-            .await;
+        let region = &resource.spec.region_id;
+        let mut result = self.cloud.call(region, signing, &call).await;
+        // Refused as expired is a definite refusal: nothing happened, so one more try with
+        // renewed credentials cannot make a second release.
+        if let Err(error) = &result
+            && let Some(fresh) = renewed(resolved, signing, error).await
+        {
+            result = self.cloud.call(region, &fresh, &call).await;
+        }
         self.remember(resource, &call, &result);
         input.now = self.clock.now();
         Ok(Decided {
@@ -412,4 +427,28 @@ fn vanishes_with_recorded_release(
 
 fn signed(duration: Duration) -> SignedDuration {
     SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX)
+}
+
+/// ECS refused `signing` as an expired security token (it expired between the provider's check
+/// and ECS's): renew once — one renewal for every pass holding the same snapshot, never a storm —
+/// and return the fresh snapshot to try once more with (design.md §3).
+async fn renewed(
+    resolved: &credentials::Resolved,
+    signing: &mut Credentials,
+    error: &EcsError,
+) -> Option<Credentials> {
+    if !error.is_expired_security_token() {
+        return None;
+    }
+    match resolved.provider.renew(signing).await {
+        Ok(fresh) if fresh != *signing => {
+            *signing = fresh.clone();
+            Some(fresh)
+        }
+        Ok(_) => None,
+        Err(error) => {
+            warn!(%error, "renewing credentials that ECS found expired");
+            None
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ecs_client::{ClientConfig, Credentials, EcsClient};
+use ecs_client::{ClientConfig, Credentials, CredentialsProvider, EcsClient};
 use ecs_instance_controller::{
     EcsInstance,
     conditions::{READY, find},
@@ -99,7 +99,7 @@ impl Harness {
         let ctx = Arc::new(Context::new(
             self.ns.client.clone(),
             ecs,
-            Some(credentials),
+            Some(CredentialsProvider::fixed(credentials)),
             timings,
             Arc::default(),
         ));
@@ -323,6 +323,25 @@ pub fn spawn_controller_binary(
     extra_args: &[&str],
     log: &std::path::Path,
 ) -> (std::process::Child, String, String) {
+    spawn_controller_binary_with_env(
+        sim_endpoint,
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", access_key.0),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", access_key.1),
+        ],
+        extra_args,
+        log,
+    )
+}
+
+/// The controller binary with exactly these `ALIBABA_CLOUD_*` variables (none other from this
+/// process's environment): its credentials chain picks the source they configure.
+pub fn spawn_controller_binary_with_env(
+    sim_endpoint: &str,
+    env: &[(&str, &str)],
+    extra_args: &[&str],
+    log: &std::path::Path,
+) -> (std::process::Child, String, String) {
     let plane = testkit::control_plane();
     let [metrics_port, health_port] = testkit::free_ports().expect("free ports");
     let binary =
@@ -336,9 +355,9 @@ pub fn spawn_controller_binary(
         .arg(format!("--health-addr=127.0.0.1:{health_port}"))
         .args(["--transition-poll=200ms", "--resync-period=2s"])
         .args(extra_args)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", access_key.0)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", access_key.1)
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .env_clear()
+        .envs(std::env::vars().filter(|(name, _)| !name.starts_with("ALIBABA_CLOUD_")))
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone().expect("log handle"))
         .stderr(log_file);
