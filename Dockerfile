@@ -1,6 +1,7 @@
 # The EcsInstance controller image:
 #   docker build -t ecs-instance-controller:dev .
-# A second, test-only target packs the ECS simulator for scripts/e2e-kind.sh:
+# A second, test-only target packs the ECS simulator (scripts/e2e-kind.sh, and the test double
+# of docs/testing-your-setup.md: the chart's simulator.enabled, deploy/components/simulator):
 #   docker build --target ecs-sim -t ecs-sim:dev .
 # BuildKit builds only the stages the chosen target needs.
 
@@ -22,7 +23,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p ecs-sim --bin ecs-sim \
     && install -D target/release/ecs-sim /out/ecs-sim
 
-# Test-only: the simulator, for the kind end-to-end run (never deployed with the controller).
+# Test-only: the simulator, for end-to-end tests (a sidecar of the e2e overlays, or a Service
+# next to the controller with --listen=0.0.0.0:9100 --allow-non-loopback); never for production.
 FROM debian:bookworm-slim AS ecs-sim
 COPY --from=build-sim /out/ecs-sim /usr/local/bin/ecs-sim
 USER 65532:65532

@@ -10,7 +10,7 @@ set -euo pipefail
 packages=(
   containerd runc containernetworking-plugins buildah
   iptables conntrack socat ethtool iproute2 util-linux mount kmod
-  ca-certificates curl gcc libc6-dev
+  ca-certificates curl gcc libc6-dev jq
 )
 
 missing=()

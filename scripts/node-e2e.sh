@@ -10,13 +10,15 @@
 # Helm chart (charts/ecs-instance-controller, with deploy/overlays/e2e/helm-values.yaml): install
 # in place of the kustomize objects and a subset of the e2e suite through it, an upgrade with a
 # changed value, the safe uninstall of docs/operations.md, and a reinstall finishing a deletion
-# made without a controller. Prints the time of each stage; a failing stage prints its name and
-# the controller's state.
+# made without a controller. Last, the recipe of docs/testing-your-setup.md (the chart with the
+# simulator as a test double: install, apply, delete, the call log), its `sh recipe` blocks run
+# word for word. Prints the time of each stage; a failing stage prints its name and the
+# controller's state.
 #
 # Needs root. Extra arguments go to the e2e test binary (after --test-threads=1).
 # Knobs: E2E_SEED_FILE (simulator seed), E2E_SIM_LOCAL_PORT (default 19100),
-# NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0, NODE_E2E_HELM=0
-# (skip a stage), HELM (the helm binary; default: what scripts/build-helm.sh prints),
+# NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0, NODE_E2E_HELM=0,
+# NODE_E2E_RECIPE=0 (skip a stage; the recipe needs jq), HELM (the helm binary; default: what scripts/build-helm.sh prints),
 # NODE_E2E_MASS_COUNT (200), and those of scripts/local-node.sh.
 # Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
 # The install steps are those of scripts/lib/e2e-install.sh, shared with scripts/e2e-kind.sh.
@@ -53,7 +55,7 @@ if [ "${1:-}" != --inside ]; then
   cargo test --locked --test e2e --no-run
   stage "images (scripts/build-images.sh)"
   scripts/build-images.sh "$root/target/images" >/dev/null
-  if [ "${NODE_E2E_HELM:-1}" = 1 ]; then
+  if [ "${NODE_E2E_HELM:-1}" = 1 ] || [ "${NODE_E2E_RECIPE:-1}" = 1 ]; then
     stage "helm (scripts/build-helm.sh)"
     HELM=${HELM:-$(scripts/build-helm.sh)}
     export HELM
@@ -456,6 +458,61 @@ YAML
   kubectl get "$crd" >/dev/null || { echo "node-e2e: FAILED: helm uninstall deleted the CRD" >&2; exit 1; }
   [ -z "$(terminating)" ] || { echo "node-e2e: FAILED: EcsInstances Terminating at the end: $(terminating)" >&2; exit 1; }
   echo "node-e2e: the reinstalled controller released e2e-keep/stays; the namespace is gone" >&2
+fi
+
+if [ "${NODE_E2E_RECIPE:-1}" = 1 ]; then
+  stage "the recipe of docs/testing-your-setup.md, word for word (helm, simulator.enabled)"
+  command -v jq >/dev/null ||
+    { echo "node-e2e: the recipe asserts with jq: install it (Debian package jq)" >&2; exit 1; }
+  HELM=${HELM:-$(scripts/build-helm.sh)}
+  # As a user switching from deploy/ (a no-op after the Helm stages' uninstall): the kustomize
+  # objects go, the namespace, its Secret and the CRD stay.
+  kubectl delete deployment,service,serviceaccount,role,rolebinding -A \
+    -l app.kubernetes.io/part-of=ecs-instance-controller --ignore-not-found
+  kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/part-of=ecs-instance-controller \
+    --ignore-not-found
+  for _ in $(seq 180); do
+    [ -z "$(kubectl -n "$namespace" get pods -l app.kubernetes.io/part-of=ecs-instance-controller -o name)" ] &&
+      [ -z "$(kubectl -n "$namespace" get pods -l app.kubernetes.io/name=ecs-instance-controller -o name)" ] && break
+    sleep 0.5
+  done
+  # The doc's commands as they are written, block by block, from the repository root, with
+  # kubectl and helm on PATH (helm keeps its state in the run's directory) and the images
+  # imported above (localhost/...:dev).
+  recipe=$work/recipe
+  mkdir -p "$recipe/bin"
+  cat >"$recipe/bin/helm" <<SH
+#!/bin/sh
+HELM_CONFIG_HOME=$work/helm/config HELM_CACHE_HOME=$work/helm/cache HELM_DATA_HOME=$work/helm/data exec $HELM "\$@"
+SH
+  chmod +x "$recipe/bin/helm"
+  blocks=$(e2e_recipe_blocks docs/testing-your-setup.md "$recipe")
+  recipe_block() { # N: runs block N of the recipe as the doc shows it
+    local file t0
+    file=$recipe/$(printf %02d "$1").sh
+    echo "node-e2e: recipe block $1 of $blocks:" >&2
+    sed 's/^/  | /' "$file" >&2
+    t0=$(date +%s)
+    PATH="$recipe/bin:$PATH" bash -euo pipefail "$file"
+    echo "node-e2e: recipe block $1 passed in $(($(date +%s) - t0))s" >&2
+  }
+  for i in $(seq 1 $((blocks - 1))); do recipe_block "$i"; done
+  # Before the last block (the clean-up), what the doc says of the running setup: the warning at
+  # the controller's start naming the endpoint, the metric, the simulator's own warning.
+  sim_service_ip=$(kubectl -n "$namespace" get service ecs-instance-controller-sim -o jsonpath='{.spec.clusterIP}')
+  kubectl -n "$namespace" logs deployment/ecs-instance-controller -c controller |
+    grep -- '--allow-insecure-endpoint' | grep -q "http://$sim_service_ip:9100" ||
+    { echo "node-e2e: FAILED: no start-up warning naming http://$sim_service_ip:9100 in the controller's log" >&2; exit 1; }
+  kubectl get --raw "/api/v1/namespaces/$namespace/services/ecs-instance-controller-metrics:8080/proxy/metrics" |
+    grep -qx 'ecs_instance_controller_insecure_endpoint 1' ||
+    { echo "node-e2e: FAILED: ecs_instance_controller_insecure_endpoint is not 1" >&2; exit 1; }
+  kubectl -n "$namespace" logs deployment/ecs-instance-controller-sim |
+    grep -q 'WARNING: listening on the non-loopback address' ||
+    { echo "node-e2e: FAILED: no non-loopback warning in the simulator's log" >&2; exit 1; }
+  echo "node-e2e: the controller warned about plain HTTP to http://$sim_service_ip:9100 and exports insecure_endpoint 1" >&2
+  recipe_block "$blocks"
+  [ -z "$(kubectl get deployment,service,secret,configmap -A -l app.kubernetes.io/managed-by=Helm -o name)" ] ||
+    { echo "node-e2e: FAILED: the recipe's uninstall left objects" >&2; exit 1; }
 fi
 
 stage

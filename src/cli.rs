@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::reconciler::Namespaces;
+use crate::{reconciler::Namespaces, resource::DeletionPolicy};
 use clap::{Parser, ValueEnum};
 use ecs_client::SigningMethod;
 
@@ -29,9 +29,17 @@ pub struct Args {
     pub kubeconfig: Option<PathBuf>,
 
     /// ECS endpoint for every region instead of https://ecs.<region>.aliyuncs.com (plain HTTP
-    /// only on loopback, e.g. the ecs-sim simulator at http://127.0.0.1:9100).
+    /// only on loopback, e.g. the ecs-sim simulator at http://127.0.0.1:9100, unless
+    /// --allow-insecure-endpoint).
     #[arg(long, env = "ECS_ENDPOINT")]
     pub ecs_endpoint: Option<String>,
+
+    /// Allow plain HTTP to a non-loopback ECS, STS or metadata endpoint: for test setups only,
+    /// such as the ecs-sim simulator behind a cluster Service. Signed requests and the answers
+    /// (temporary credentials included) then cross the network in clear text. Logged as a
+    /// warning at start-up and exported as the metric insecure_endpoint.
+    #[arg(long, env = "ALLOW_INSECURE_ENDPOINT", default_value_t = false)]
+    pub allow_insecure_endpoint: bool,
 
     /// Request signing: v3 (ACS3-HMAC-SHA256) or v1 (HMAC-SHA1, SignatureVersion 1.0).
     #[arg(long, env = "ECS_SIGNING_METHOD", default_value = "v3")]
@@ -98,6 +106,18 @@ pub struct Args {
         default_value = ""
     )]
     pub assume_role_namespaces: Vec<String>,
+
+    /// The deletion policy of EcsInstances that set no spec.deletionPolicy and whose Namespace
+    /// sets none (annotation ecs.alicloud.dev/deletion-policy): Delete, Orphan or Observe (a dry
+    /// run: nothing is changed in the cloud).
+    #[arg(long, env = "DEFAULT_DELETION_POLICY", default_value = "Delete", value_parser = parse_policy)]
+    pub default_deletion_policy: DeletionPolicy,
+
+    /// Whether a Namespace's ecs.alicloud.dev/deletion-policy annotation sets the deletion
+    /// policy of its EcsInstances that set none. Needs list/watch on namespaces (cluster-wide):
+    /// off with namespaced RBAC, where only the flag's default applies.
+    #[arg(long, env = "NAMESPACE_DELETION_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub namespace_deletion_policies: bool,
 
     /// Every EcsInstance must name its own credentials Secret (spec.credentialsRef): the
     /// controller's own credentials are never used. For clusters shared by several teams.
@@ -243,6 +263,10 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
 }
 
+fn parse_policy(value: &str) -> Result<DeletionPolicy, String> {
+    value.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +297,7 @@ mod tests {
         assert!(!args.leader_election);
         assert!(Args::try_parse_from(["ecs-instance-controller", "--signing-method=v9"]).is_err());
         assert!(!args.require_credentials_ref);
+        assert!(!args.allow_insecure_endpoint, "plain HTTP is an opt-in");
         assert_eq!(args.watch_unhealthy_after, Duration::from_secs(120));
         assert_eq!(args.ecs_describe_batch_max, 100);
         for refused in ["0", "101"] {

@@ -22,8 +22,9 @@ use crate::conditions::{self, READY, RECONCILING, RELEASED, STALLED};
 pub use crate::pacing::{Backoff, Pace};
 use crate::reasons::{self, EventKind, Kind, Reason};
 use crate::resource::{
-    DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, OWNER_TAG, OWNER_UID_TAG,
-    ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy, StoppedMode, TAKE_OVER_ANNOTATION,
+    DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, NAMESPACE_POLICY_ANNOTATION,
+    OWNER_TAG, OWNER_UID_TAG, ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy,
+    StoppedMode, TAKE_OVER_ANNOTATION,
 };
 
 /// What the controller saw of the instance this pass.
@@ -74,6 +75,77 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The deletion policy that applies to a resource, and where it comes from (design.md §1):
+/// `spec.deletionPolicy`, else its Namespace's annotation, else the controller's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub policy: DeletionPolicy,
+    pub from: PolicyFrom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyFrom {
+    Spec,
+    /// The annotation of this Namespace.
+    Namespace(String),
+    /// `--default-deletion-policy`.
+    Controller,
+    /// This Namespace's annotation holds this value, which is not a policy: nothing is changed
+    /// in the cloud, and a deletion waits for a person (`InvalidDeletionPolicy`).
+    InvalidNamespace(String, String),
+}
+
+impl Policy {
+    /// `spec.deletionPolicy`, else the Namespace's (`namespace`: its name and annotation value),
+    /// else the controller's default.
+    pub fn of(
+        resource: &EcsInstance,
+        namespace: Option<(&str, &Result<DeletionPolicy, String>)>,
+        controller: DeletionPolicy,
+    ) -> Policy {
+        match (resource.spec.deletion_policy, namespace) {
+            (Some(policy), _) => Policy {
+                policy,
+                from: PolicyFrom::Spec,
+            },
+            (None, Some((name, Ok(policy)))) => Policy {
+                policy: *policy,
+                from: PolicyFrom::Namespace(name.to_string()),
+            },
+            (None, Some((name, Err(value)))) => Policy {
+                policy: DeletionPolicy::Observe,
+                from: PolicyFrom::InvalidNamespace(name.to_string(), value.clone()),
+            },
+            (None, None) => Policy {
+                policy: controller,
+                from: PolicyFrom::Controller,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.from {
+            PolicyFrom::Spec => write!(f, "deletionPolicy is {}", self.policy),
+            PolicyFrom::Namespace(name) => write!(
+                f,
+                "deletionPolicy is {} (the default of namespace {name}, annotation {NAMESPACE_POLICY_ANNOTATION})",
+                self.policy
+            ),
+            PolicyFrom::Controller => write!(
+                f,
+                "deletionPolicy is {} (the controller's default, --default-deletion-policy)",
+                self.policy
+            ),
+            PolicyFrom::InvalidNamespace(name, value) => write!(
+                f,
+                "no deletionPolicy is known: namespace {name}'s annotation {NAMESPACE_POLICY_ANNOTATION} is {value:?}, not Delete, Orphan or Observe, so nothing is changed in the cloud"
+            ),
+        }
+    }
+}
+
 /// A call to ECS the plan asks the shell to make.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloudCall {
@@ -111,6 +183,8 @@ const OBSERVE: &str = "Observe";
 
 pub struct Input<'a> {
     pub resource: &'a EcsInstance,
+    /// The deletion policy that applies.
+    pub policy: &'a Policy,
     pub observation: &'a Observation,
     pub credentials_source: &'a CredentialsSource,
     /// Who the credentials used are (`None` when there were none): what the evidence rule
@@ -301,8 +375,13 @@ pub fn is_deleting(resource: &EcsInstance) -> bool {
     resource.metadata.deletion_timestamp.is_some()
 }
 
-fn is_orphaning(resource: &EcsInstance) -> bool {
-    is_deleting(resource) && resource.spec.deletion_policy == DeletionPolicy::Orphan
+/// Deleting with a policy that releases nothing: `Orphan`, or `Observe` (a dry run).
+fn is_orphaning(input: &Input) -> bool {
+    is_deleting(input.resource) && input.policy.policy != DeletionPolicy::Delete
+}
+
+fn is_observe_only(input: &Input) -> bool {
+    input.policy.policy == DeletionPolicy::Observe
 }
 
 /// The UID in the instance's owner tag, if any.
@@ -316,7 +395,13 @@ fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
 
 pub fn plan(input: &Input) -> Plan {
     let mut draft = Draft::new(input.resource, Some(input), input.now);
-    let orphaning = is_orphaning(input.resource);
+    if is_deleting(input.resource)
+        && let PolicyFrom::InvalidNamespace(..) = input.policy.from
+    {
+        let what = format!("{}; the deletion waits", input.policy);
+        return Plan::Done(draft.settle(Reason::InvalidDeletionPolicy, &what, "Release"));
+    }
+    let orphaning = is_orphaning(input);
     let instance = match input.observation {
         Observation::Present(instance) => instance,
         Observation::Absent if orphaning && draft.release_requested() => {
@@ -340,6 +425,9 @@ pub fn plan(input: &Input) -> Plan {
         if draft.release_requested() {
             return Plan::Done(draft.orphan_after_release(instance));
         }
+        if is_observe_only(input) {
+            return Plan::Done(draft.observed_only(instance));
+        }
         return match untag(input.resource, instance) {
             Some(call) => draft.call(call),
             None => Plan::Done(draft.orphan(None)),
@@ -354,6 +442,10 @@ pub fn plan(input: &Input) -> Plan {
         return Plan::Done(draft.outcome_pending(instance, at));
     }
     match ownership(input, instance) {
+        // Observe changes nothing in the cloud, not even our tags.
+        Ownership::Untagged | Ownership::TakeOver(_) if is_observe_only(input) => {
+            Plan::Done(draft.ready(instance, None))
+        }
         Ownership::Untagged | Ownership::TakeOver(_) => draft.call(CloudCall::Tag(TagInstance {
             region_id: input.resource.spec.region_id.clone(),
             instance_id: instance.instance_id.clone(),
@@ -785,13 +877,28 @@ impl<'a> Draft<'a> {
 
     fn orphan(self, untagged: Option<&Result<RequestId, EcsError>>) -> Decision {
         let id = &self.resource.spec.instance_id;
+        let policy = self.input().policy;
         if self.release_requested() {
             // Not observed (no credentials, a failed lookup): the release may have happened.
             let told = self.release_told();
             let what = format!(
-                "deletionPolicy is Orphan, but {told} before that, so instance {id} may be released; the resource is removed without confirming it"
+                "{policy}, but {told} before that, so instance {id} may be released; the resource is removed without confirming it"
             );
             return self.settle(Reason::Orphaned, &what, "Orphan");
+        }
+        if policy.policy == DeletionPolicy::Observe {
+            let seen = match self.input().observation {
+                Observation::Absent => "is not listed".to_string(),
+                Observation::Failed(error) => format!("could not be observed ({error})"),
+                Observation::CredentialsUnavailable(why) => {
+                    format!("could not be observed (no credentials: {why})")
+                }
+                Observation::Present(_) => "is listed".to_string(),
+            };
+            let what = format!(
+                "{policy}: nothing was changed in the cloud; instance {id} {seen}; the resource is removed"
+            );
+            return self.settle(Reason::ObservedOnly, &what, "Observe");
         }
         let tags = match (untagged, self.input().observation) {
             (Some(Ok(_)), _) => "; the owner tags were removed".to_string(),
@@ -806,10 +913,49 @@ impl<'a> Draft<'a> {
                 format!("; its owner tags could not be checked (no credentials: {why})")
             }
         };
-        let what = format!(
-            "deletionPolicy is Orphan: instance {id} is left as it is and the resource is removed{tags}"
-        );
+        let what =
+            format!("{policy}: instance {id} is left as it is and the resource is removed{tags}");
         self.settle(Reason::Orphaned, &what, "Orphan")
+    }
+
+    /// Deleted under `Observe` (a dry run): nothing is changed in the cloud; the event says what
+    /// `Delete` would have done now, so a new installation can be checked before it acts.
+    fn observed_only(self, instance: &Instance) -> Decision {
+        let input = self.input();
+        let id = &instance.instance_id;
+        let would = match ownership(input, instance) {
+            Ownership::Duplicate(owner) => {
+                format!("done nothing: {owner} owns the instance")
+            }
+            Ownership::Another => {
+                "done nothing: the instance is tagged for another resource".to_string()
+            }
+            ownership => {
+                let tag = if ownership == Ownership::Ours {
+                    ""
+                } else {
+                    "tagged it as owned by this resource, then "
+                };
+                let step = match release_step(input, instance) {
+                    Step::Call(CloudCall::Stop(stop)) if stop.force_stop => {
+                        "stopped it (StopInstance with ForceStop)".to_string()
+                    }
+                    Step::Call(CloudCall::Stop(_)) => "stopped it (StopInstance)".to_string(),
+                    Step::Call(CloudCall::Delete(delete)) if delete.force => {
+                        "released it (DeleteInstance with Force)".to_string()
+                    }
+                    Step::Call(_) => "released it (DeleteInstance)".to_string(),
+                    Step::Wait { what, .. } => format!("waited: {what}"),
+                };
+                format!("{tag}{step}")
+            }
+        };
+        let what = format!(
+            "{}: nothing was changed in the cloud; instance {id} is {}; with deletionPolicy Delete the controller would have {would}; the resource is removed",
+            input.policy,
+            instance.status.as_str()
+        );
+        self.settle(Reason::ObservedOnly, &what, "Observe")
     }
 
     /// `deletionPolicy: Orphan` came after a release was asked for, and the instance is no
@@ -1000,8 +1146,15 @@ impl<'a> Draft<'a> {
     }
 
     fn ready(mut self, instance: &Instance, tagged: Option<(Reason, String)>) -> Decision {
+        let observe_only = match self.input {
+            Some(input) if is_observe_only(input) => format!(
+                " ({}: nothing is changed in the cloud, not even tags)",
+                input.policy
+            ),
+            _ => String::new(),
+        };
         let what = format!(
-            "Instance {} is {}",
+            "Instance {} is {}{observe_only}",
             instance.instance_id,
             instance.status.as_str()
         );

@@ -41,7 +41,7 @@ fn resource(on_delete: OnDelete) -> EcsInstance {
         EcsInstanceSpec {
             instance_id: ID.into(),
             region_id: "cn-hangzhou".into(),
-            deletion_policy: DeletionPolicy::Delete,
+            deletion_policy: None,
             on_delete,
             credentials_ref: None,
         },
@@ -58,7 +58,7 @@ fn deleted(mut resource: EcsInstance) -> EcsInstance {
 }
 
 fn orphaned(mut resource: EcsInstance) -> EcsInstance {
-    resource.spec.deletion_policy = DeletionPolicy::Orphan;
+    resource.spec.deletion_policy = Some(DeletionPolicy::Orphan);
     deleted(resource)
 }
 
@@ -104,6 +104,7 @@ struct Pass<'a> {
     source: CredentialsSource,
     identity: Option<Identity>,
     take_over_blocker: Option<&'a str>,
+    policy: Policy,
     stop_recently_requested: bool,
     remembered_release: Option<ReleaseRecord>,
     now: Timestamp,
@@ -119,6 +120,7 @@ impl<'a> Pass<'a> {
             source: CredentialsSource::Controller,
             identity: Some(key(KEY)),
             take_over_blocker: None,
+            policy: Policy::of(resource, None, DeletionPolicy::Delete),
             stop_recently_requested: false,
             remembered_release: None,
             now: now(),
@@ -130,6 +132,7 @@ impl<'a> Pass<'a> {
     fn input(&self) -> Input<'_> {
         Input {
             resource: self.resource,
+            policy: &self.policy,
             observation: &self.observation,
             credentials_source: &self.source,
             identity: self.identity.as_ref(),
@@ -378,6 +381,91 @@ fn an_instance_is_taken_over_only_on_the_annotation_and_only_from_a_uid_gone_fro
         };
         assert_eq!(record.as_deref(), Some(OLD));
     }
+}
+
+#[test]
+fn observe_only_changes_nothing_in_the_cloud_and_says_what_delete_would_have_done() {
+    let mut live = resource(OnDelete::default());
+    live.spec.deletion_policy = Some(DeletionPolicy::Observe);
+    // Not tagged, not even on first sight.
+    let d = Pass::new(&live, instance_tagged(InstanceStatus::Stopped, None)).done();
+    assert_condition(&d, READY, "True", "InstanceObserved");
+    assert!(condition(&d, READY).2.contains("Observe"));
+
+    let r = deleted(after(&live, &d));
+    let d = Pass::new(&r, instance_tagged(InstanceStatus::Stopped, None)).done();
+    assert_eq!(
+        d.next,
+        Next::RemoveFinalizer,
+        "a dry run never holds the resource"
+    );
+    assert_condition(&d, RELEASED, "False", "ObservedOnly");
+    let note = &d.events[0].note;
+    assert!(
+        note.contains("nothing was changed in the cloud")
+            && note
+                .contains("tagged it as owned by this resource, then released it (DeleteInstance)"),
+        "{note}"
+    );
+
+    // Running with stop: Wait: Delete would have waited.
+    let d = Pass::new(&r, owned(InstanceStatus::Running)).done();
+    assert!(
+        d.events[0].note.contains("would have waited"),
+        "{}",
+        d.events[0].note
+    );
+    // Not listed: nothing done either.
+    let d = Pass::new(&r, Observation::Absent).done();
+    assert_eq!(d.next, Next::RemoveFinalizer);
+    assert_condition(&d, RELEASED, "False", "ObservedOnly");
+}
+
+#[test]
+fn the_policy_comes_from_the_spec_else_the_namespace_else_the_controller() {
+    let namespace_orphan: Result<DeletionPolicy, String> = Ok(DeletionPolicy::Orphan);
+    let r = observed_then_deleted(OnDelete::default());
+
+    // The namespace says Orphan: our tags are removed, nothing is released.
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.policy = Policy::of(
+        &r,
+        Some(("prod", &namespace_orphan)),
+        DeletionPolicy::Delete,
+    );
+    assert!(matches!(pass.call(), CloudCall::Untag(_)));
+    let d = pass.with_result(accepted("UNTAG-1"));
+    assert_condition(&d, RELEASED, "False", "Orphaned");
+    assert!(d.events[0].note.contains("the default of namespace prod"));
+
+    // The controller's default Orphan, no namespace annotation: the same.
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.policy = Policy::of(&r, None, DeletionPolicy::Orphan);
+    assert!(matches!(pass.call(), CloudCall::Untag(_)));
+
+    // The spec wins over both.
+    let mut explicit = r.clone();
+    explicit.spec.deletion_policy = Some(DeletionPolicy::Delete);
+    let mut pass = Pass::new(&explicit, owned(InstanceStatus::Stopped));
+    pass.policy = Policy::of(
+        &explicit,
+        Some(("prod", &namespace_orphan)),
+        DeletionPolicy::Orphan,
+    );
+    assert!(matches!(pass.call(), CloudCall::Delete(_)));
+
+    // An annotation that is no policy: nothing changes in the cloud, the deletion waits.
+    let typo: Result<DeletionPolicy, String> = Err("Orphn".into());
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.policy = Policy::of(&r, Some(("prod", &typo)), DeletionPolicy::Delete);
+    let d = pass.done();
+    assert_not_ready(&d, true, "InvalidDeletionPolicy");
+    assert_ne!(d.next, Next::RemoveFinalizer);
+    assert!(condition(&d, STALLED).2.contains("\"Orphn\""));
+    let live = resource(OnDelete::default());
+    let mut pass = Pass::new(&live, instance_tagged(InstanceStatus::Running, None));
+    pass.policy = Policy::of(&live, Some(("prod", &typo)), DeletionPolicy::Delete);
+    assert_condition(&pass.done(), READY, "True", "InstanceObserved");
 }
 
 #[test]
@@ -1233,7 +1321,7 @@ fn orphan_after_an_accepted_release_reports_the_release() {
     let accepted =
         Pass::new(&r, owned(InstanceStatus::Stopped)).with_result(Ok(RequestId("DEL-9".into())));
     let mut switched = after(&r, &accepted);
-    switched.spec.deletion_policy = DeletionPolicy::Orphan;
+    switched.spec.deletion_policy = Some(DeletionPolicy::Orphan);
     let d = Pass::new(&switched, owned(InstanceStatus::Stopped)).done();
     assert_not_ready(&d, false, "WaitingForRelease");
     assert!(condition(&d, RECONCILING).2.contains("DEL-9"));

@@ -46,10 +46,10 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let client = kube_client(&args).await?;
     let metrics = Arc::new(Metrics::default());
     let ecs = EcsClient::new(ClientConfig {
         endpoint_override: args.ecs_endpoint.clone(),
+        allow_plain_http: args.allow_insecure_endpoint,
         signing: args.signing_method,
         rate_limit: RateLimitConfig {
             qps: args.ecs_qps,
@@ -62,17 +62,39 @@ async fn run(args: Args) -> Result<(), String> {
         max_body_bytes: args.ecs_max_body_bytes,
         ..Default::default()
     })
-    .map_err(|e| format!("ECS client: {e}"))?;
+    .map_err(|e| format!("ECS client: {e}{}", insecure_hint(&args, &e.to_string())))?;
     let chain = ChainOptions {
         sts_endpoint: args.sts_endpoint.clone(),
         ecs_metadata_endpoint: args.ecs_metadata_endpoint.clone(),
+        allow_plain_http: args.allow_insecure_endpoint,
         role_session_name: Some("ecs-instance-controller".to_string()),
         ..Default::default()
     };
     // The official libraries' default chain, chosen once from what is configured (no network
     // call at start-up); the provider renews temporary credentials before they expire.
-    let default_credentials =
-        default_chain(&chain).map_err(|e| format!("controller credentials: {e}"))?;
+    let default_credentials = default_chain(&chain).map_err(|e| {
+        format!(
+            "controller credentials: {e}{}",
+            insecure_hint(&args, &e.to_string())
+        )
+    })?;
+    if args.allow_insecure_endpoint {
+        let plain = plain_http_endpoints(&args);
+        let endpoints = if plain.is_empty() {
+            "none configured".to_string()
+        } else {
+            plain.join(", ")
+        };
+        warn!(
+            %endpoints,
+            "--allow-insecure-endpoint: plain HTTP to non-loopback endpoints is allowed; signed \
+             requests and their answers (temporary credentials included) cross the network in \
+             clear text. For test setups only (e.g. the ecs-sim simulator behind a Service)"
+        );
+        metrics.set_insecure_endpoint(true);
+    }
+    // After the ECS configuration, whose errors need no cluster to be reported.
+    let client = kube_client(&args).await?;
     match &default_credentials {
         Some(provider) => info!(
             source = %provider.source().label(),
@@ -121,7 +143,11 @@ async fn run(args: Args) -> Result<(), String> {
                 assume_role_namespaces: args.assume_role_namespaces(),
                 chain,
             })
-            .with_watch_health(watch_health),
+            .with_watch_health(watch_health)
+            .with_deletion_policies(
+                args.default_deletion_policy,
+                args.namespace_deletion_policies,
+            ),
     );
     if args.leader_election {
         readiness.set_ready();
@@ -131,6 +157,42 @@ async fn run(args: Args) -> Result<(), String> {
         ctx.shell.metrics.set_leading(true);
         run_controllers(&args, ctx, shutdown).await;
         Ok(())
+    }
+}
+
+/// The configured ECS, STS and metadata endpoints that use plain HTTP, as `http://host[:port]`
+/// (never a path, a query or user information).
+fn plain_http_endpoints(args: &Args) -> Vec<String> {
+    [
+        &args.ecs_endpoint,
+        &args.sts_endpoint,
+        &args.ecs_metadata_endpoint,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|raw| {
+        let raw = raw.trim();
+        let rest = raw
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+            .map(|_| &raw[7..])?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        Some(format!("http://{host}"))
+    })
+    .collect()
+}
+
+/// What to add to a start-up error that refuses plain HTTP: the flag that allows it.
+fn insecure_hint(args: &Args, error: &str) -> &'static str {
+    if !args.allow_insecure_endpoint
+        && error.contains("plain HTTP")
+        && !plain_http_endpoints(args).is_empty()
+    {
+        " (to allow plain HTTP to a test endpoint, such as the ecs-sim simulator behind a \
+         Service, set --allow-insecure-endpoint or ALLOW_INSECURE_ENDPOINT=true)"
+    } else {
+        ""
     }
 }
 
@@ -226,4 +288,43 @@ async fn lead_then_run(
     drop(leading);
     let _ = lease_task.await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(
+            std::iter::once("ecs-instance-controller").chain(flags.iter().copied()),
+        )
+        .expect("flags parse")
+    }
+
+    #[test]
+    fn plain_http_endpoints_are_shown_without_path_query_or_user() {
+        let a = args(&[
+            "--ecs-endpoint=http://ecs-sim.ecs-system.svc:9100",
+            "--sts-endpoint=HTTP://user:pw@10.0.0.9:9100/x?token=t",
+            "--ecs-metadata-endpoint=https://metadata.example",
+        ]);
+        assert_eq!(
+            plain_http_endpoints(&a),
+            ["http://ecs-sim.ecs-system.svc:9100", "http://10.0.0.9:9100"]
+        );
+        assert!(plain_http_endpoints(&args(&[])).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_names_the_flag_only_when_it_is_off() {
+        let error = "endpoint `http://10.0.0.9:9100`: plain HTTP is only allowed on loopback";
+        let off = args(&["--ecs-endpoint=http://10.0.0.9:9100"]);
+        assert!(insecure_hint(&off, error).contains("--allow-insecure-endpoint"));
+        assert_eq!(insecure_hint(&off, "some other error"), "");
+        let on = args(&[
+            "--ecs-endpoint=http://10.0.0.9:9100",
+            "--allow-insecure-endpoint",
+        ]);
+        assert_eq!(insecure_hint(&on, error), "");
+    }
 }

@@ -57,6 +57,7 @@ pub struct Metrics {
     deletions_in_progress: Gauge,
     deletions_blocked: Gauge,
     leader: Gauge,
+    insecure_endpoint: Gauge,
     deletions_blocked_by_reason: Family<ReasonLabels, Gauge>,
     watch_failing: Family<WatchLabels, Gauge>,
     deletions: Mutex<Deletions>,
@@ -156,8 +157,15 @@ impl Default for Metrics {
             "1 while this replica reconciles (it holds the Lease, or leader election is off)",
             leader.clone(),
         );
+        let insecure_endpoint = Gauge::default();
+        registry.register(
+            "insecure_endpoint",
+            "1 when --allow-insecure-endpoint is set: plain HTTP to a non-loopback ECS, STS or metadata endpoint is allowed (test setups only)",
+            insecure_endpoint.clone(),
+        );
         Metrics {
             leader,
+            insecure_endpoint,
             registry,
             reconciles,
             reconcile_failures,
@@ -195,6 +203,11 @@ impl Metrics {
     /// Whether this replica reconciles now.
     pub fn set_leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether plain HTTP to non-loopback endpoints is allowed (`--allow-insecure-endpoint`).
+    pub fn set_insecure_endpoint(&self, allowed: bool) {
+        self.insecure_endpoint.set(i64::from(allowed));
     }
 
     pub fn reconciled(&self) {
@@ -350,6 +363,15 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_insecure_endpoint_gauge_is_0_until_the_opt_in() {
+        let metrics = Metrics::default();
+        let line = |value: u8| format!("\necs_instance_controller_insecure_endpoint {value}\n");
+        assert!(metrics.encode().contains(&line(0)), "{}", metrics.encode());
+        metrics.set_insecure_endpoint(true);
+        assert!(metrics.encode().contains(&line(1)), "{}", metrics.encode());
     }
 
     fn blocked_by(text: &str, reason: &str) -> i64 {

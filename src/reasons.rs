@@ -93,6 +93,7 @@ reasons!(
     RequestRefused,
     CredentialsRejected,
     CredentialsUnavailable,
+    InvalidDeletionPolicy,
     ReleaseNotConfirmed,
     Released,
     // The final reason of a deletion that found the instance gone, not to be confused with the
@@ -102,6 +103,7 @@ reasons!(
     NeverObserved,
     DuplicateRemoved,
     Orphaned,
+    ObservedOnly,
     NotDeleting,
     Releasing,
 );
@@ -269,7 +271,7 @@ impl Reason {
                 pace: Pace::Recheck,
                 event: EventKind::Warning,
                 meaning: "the instance carries the owner tag of another EcsInstance",
-                remedy: "If that resource no longer exists, remove the tag ecs.alicloud.dev/owner-uid from the instance; to keep the instance, set deletionPolicy to Orphan",
+                remedy: "If this resource replaces that one (a restore, a cluster move) and it exists nowhere any more, annotate this resource ecs.alicloud.dev/take-over-from=<its UID> (docs/operations.md); to keep the instance, set deletionPolicy to Orphan",
             },
             DependencyViolationRouteEntry => Row {
                 kind: Kind::Stalled,
@@ -374,6 +376,20 @@ impl Reason {
                 pace: Pace::Steady,
                 event: EventKind::Normal,
                 meaning: "`deletionPolicy: Orphan`: the instance is left running, our tags removed",
+                remedy: "",
+            },
+            InvalidDeletionPolicy => Row {
+                kind: Kind::Stalled,
+                pace: Pace::Recheck,
+                event: EventKind::Warning,
+                meaning: "the resource sets no deletionPolicy and its Namespace's ecs.alicloud.dev/deletion-policy annotation is not Delete, Orphan or Observe; nothing is changed in the cloud",
+                remedy: "Set spec.deletionPolicy, or fix the Namespace's annotation",
+            },
+            ObservedOnly => Row {
+                kind: Kind::Final,
+                pace: Pace::Steady,
+                event: EventKind::Normal,
+                meaning: "`deletionPolicy: Observe` (a dry run): nothing was changed in the cloud; the message says what Delete would have done",
                 remedy: "",
             },
             NotDeleting => Row {

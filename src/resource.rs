@@ -73,10 +73,14 @@ pub struct EcsInstanceSpec {
     pub region_id: String,
 
     /// What happens to the instance when this resource is deleted. `Delete` releases it;
-    /// `Orphan` leaves it running and only removes the resource. May be changed at any time,
-    /// also while the resource is being deleted: `Orphan` is the way out of a blocked deletion.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// `Orphan` leaves it running and only removes the resource; `Observe` never changes
+    /// anything in the cloud (no tags, no stop, no release: a dry run) and reports what `Delete`
+    /// would have done. Unset: the Namespace's `ecs.alicloud.dev/deletion-policy` annotation,
+    /// else the controller's `--default-deletion-policy` (`Delete` unless the operator chose
+    /// otherwise). May be changed at any time, also while the resource is being deleted:
+    /// `Orphan` is the way out of a blocked deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// How the instance is released when this resource is deleted.
     #[serde(default)]
@@ -95,6 +99,37 @@ pub enum DeletionPolicy {
     Delete,
     /// Remove the resource and leave the instance as it is.
     Orphan,
+    /// Never change anything in the cloud; on deletion, report what `Delete` would have done
+    /// and remove the resource.
+    Observe,
+}
+
+/// The annotation on a Namespace that sets the deletion policy of its resources that set none.
+pub const NAMESPACE_POLICY_ANNOTATION: &str = "ecs.alicloud.dev/deletion-policy";
+
+impl std::str::FromStr for DeletionPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "Delete" => Ok(DeletionPolicy::Delete),
+            "Orphan" => Ok(DeletionPolicy::Orphan),
+            "Observe" => Ok(DeletionPolicy::Observe),
+            other => Err(format!(
+                "{other:?} is not a deletion policy (Delete, Orphan or Observe)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DeletionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeletionPolicy::Delete => "Delete",
+            DeletionPolicy::Orphan => "Orphan",
+            DeletionPolicy::Observe => "Observe",
+        })
+    }
 }
 
 /// How the instance gets released.

@@ -2,7 +2,7 @@
 //! the kustomize base and the leader-election overlay pass a server-side dry run and the
 //! `restricted` Pod Security Standard; the service account gets exactly the rights the
 //! controller needs (checked with `kubectl auth can-i` as that account); the samples pass the
-//! CRD's schema.
+//! CRD's schema; the simulator component (deploy/components/simulator) renders and is admitted.
 
 use std::{
     collections::BTreeSet,
@@ -481,10 +481,6 @@ async fn samples_pass_the_crd_schema() {
     for instance in &instances {
         // Filled in by the schema's defaults: proof the server validated against the CRD.
         assert!(
-            instance["spec"]["deletionPolicy"].is_string(),
-            "not defaulted: {instance:#}"
-        );
-        assert!(
             instance["spec"]["onDelete"]["stop"].is_string(),
             "not defaulted: {instance:#}"
         );
@@ -492,7 +488,7 @@ async fn samples_pass_the_crd_schema() {
     let has = |predicate: &dyn Fn(&Value) -> bool| instances.iter().any(|i| predicate(&i["spec"]));
     assert!(has(&|s| s["onDelete"]["stop"] == "Wait"
         && s["onDelete"]["force"] == false
-        && s["deletionPolicy"] == "Delete"));
+        && s["deletionPolicy"].is_null()));
     assert!(has(&|s| s["onDelete"]["stop"] == "Stop"));
     assert!(has(&|s| s["onDelete"]["stop"] == "ForceStop"));
     assert!(has(&|s| s["onDelete"]["force"] == true));
@@ -581,4 +577,112 @@ fn controller_credentials_sample_matches_the_deployment() {
             "the Deployment reads {key}, which the sample Secret lacks ({keys:?})"
         );
     }
+}
+
+/// The simulator component (deploy/components/simulator, through deploy/overlays/simulator):
+/// the test double runs next to the controller in the `restricted` namespace, the controller
+/// points at its Service with the explicit opt-in to plain HTTP and its test account, and the
+/// simulator's pods are never the controller's (selectors apart).
+#[tokio::test]
+async fn simulator_component_passes_a_server_side_dry_run_and_the_restricted_standard() {
+    ensure_controller_namespace();
+    let (rendered, stderr) = kubectl_json(&[
+        "apply",
+        "--dry-run=server",
+        "-k",
+        "deploy/overlays/simulator",
+        "-o",
+        "json",
+    ]);
+    assert_no_pod_security_warning(&stderr);
+    let objects = items(rendered);
+    let named = |kind: &str, name: &str| -> Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in deploy/overlays/simulator"))
+            .clone()
+    };
+    let sim = named("Deployment", "ecs-instance-controller-sim");
+    let controller = named("Deployment", "ecs-instance-controller");
+    let service = named("Service", "ecs-instance-controller-sim");
+    named("ConfigMap", "ecs-instance-controller-sim-seed");
+    named("Secret", "ecs-instance-controller-sim-credentials");
+
+    let pod = &sim["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("ecs-sim:{}", env!("CARGO_PKG_VERSION")),
+        "the component names the simulator image of its own release"
+    );
+    let args = container["args"].as_array().expect("args");
+    for flag in ["--listen=0.0.0.0:9100", "--allow-non-loopback"] {
+        assert!(args.contains(&json!(flag)), "{flag} missing: {args:?}");
+    }
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"],
+        "/_sim/health"
+    );
+    assert_eq!(
+        service["spec"]["selector"], sim["spec"]["selector"]["matchLabels"],
+        "the Service selects the simulator"
+    );
+    // Selectors apart: neither Deployment (nor the metrics Service) adopts the other's pods.
+    let labels = |deployment: &Value| deployment["spec"]["template"]["metadata"]["labels"].clone();
+    let selects = |selector: &Value, labels: &Value| {
+        selector
+            .as_object()
+            .expect("a selector")
+            .iter()
+            .all(|(k, v)| labels[k] == *v)
+    };
+    assert!(!selects(
+        &controller["spec"]["selector"]["matchLabels"],
+        &labels(&sim)
+    ));
+    assert!(!selects(
+        &sim["spec"]["selector"]["matchLabels"],
+        &labels(&controller)
+    ));
+
+    let controller_container = &controller["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        controller_container["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--allow-insecure-endpoint"))
+    );
+    let env = controller_container["env"].as_array().expect("env");
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no env {name}"))
+    };
+    assert_eq!(
+        var("ECS_ENDPOINT")["value"],
+        "http://$(ECS_INSTANCE_CONTROLLER_SIM_SERVICE_HOST):9100"
+    );
+    assert_eq!(
+        var("ALIBABA_CLOUD_ACCESS_KEY_ID")["valueFrom"]["secretKeyRef"]["name"],
+        "ecs-instance-controller-sim-credentials"
+    );
+
+    // Enforcement: the `restricted` namespace admits the simulator's Pod.
+    let client = control_plane().client().await;
+    let candidate: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "sim-pod-security-probe", "namespace": CONTROLLER_NAMESPACE },
+        "spec": pod,
+    }))
+    .expect("the simulator's pod template is a valid PodSpec");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<Pod>::namespaced(client, CONTROLLER_NAMESPACE)
+        .create(&dry_run, &candidate)
+        .await
+        .unwrap_or_else(|e| panic!("the `restricted` namespace refuses the simulator's pod: {e}"));
 }

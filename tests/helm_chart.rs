@@ -3,7 +3,8 @@
 //! passes; `helm template` renders, object by object, what `kubectl kustomize` renders for
 //! deploy/, the leader-election, namespaced and e2e overlays and deploy/monitoring; the optional
 //! objects pass a server-side dry run against the real kube-apiserver; the chart's copies of the
-//! alerts and the dashboard are those of deploy/monitoring; its appVersion is the crate's version.
+//! alerts and the dashboard are those of deploy/monitoring; its appVersion is the crate's version;
+//! `simulator.enabled` renders deploy/overlays/simulator (the simulator as a test double).
 //! (The chart's copy of the CRD is checked by a unit test in src/lib.rs.)
 
 use std::{
@@ -244,6 +245,10 @@ fn helm_lint_strict_passes() {
              prometheusRule.enabled=true,grafanaDashboard.enabled=true",
         ],
         vec!["-f", "deploy/overlays/e2e/helm-values.yaml"],
+        vec![
+            "--set",
+            "simulator.enabled=true,networkPolicy.enabled=true,networkPolicy.egress.enabled=true",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", CHART, "--namespace", NAMESPACE];
         args.extend_from_slice(&values);
@@ -552,4 +557,266 @@ fn an_existing_service_account_is_bound_instead_of_a_new_one() {
     {
         assert_eq!(binding["subjects"][0]["name"], "platform-identity");
     }
+}
+
+/// `simulator.enabled=true` renders exactly what deploy/ with the simulator component renders
+/// (deploy/overlays/simulator): the test double users deploy, either way.
+#[test]
+fn simulator_values_render_the_simulator_overlay() {
+    assert_same_objects(
+        template(&["--set", "simulator.enabled=true"]),
+        kustomize("deploy/overlays/simulator"),
+        "simulator.enabled=true",
+    );
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+#[test]
+fn the_simulator_runs_next_to_the_controller_seeded_from_the_values() {
+    let seed =
+        r#"[{"instanceId":"i-recipe0000000001","regionId":"cn-hangzhou","status":"Stopped"}]"#;
+    let seed_flag = format!("simulator.seed={seed}");
+    let objects = template(&[
+        "--set",
+        "simulator.enabled=true,simulator.extraArgs={--transition-ms=200}",
+        "--set-json",
+        &seed_flag,
+        "--set",
+        "networkPolicy.enabled=true,networkPolicy.egress.enabled=true",
+    ]);
+    let sim = "ecs-instance-controller-sim";
+
+    // The seed, as the simulator reads it.
+    let config = find(&objects, "ConfigMap", &format!("{sim}-seed"));
+    let rendered: Value =
+        serde_json::from_str(config["data"]["instances.json"].as_str().expect("a string"))
+            .expect("instances.json is JSON");
+    assert_eq!(rendered, serde_json::from_str::<Value>(seed).unwrap());
+
+    // The simulator: its own image and selector, reachable on 9100, probed on its health path.
+    let deployment = find(&objects, "Deployment", sim);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("ecs-sim:{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        container["args"],
+        serde_json::json!([
+            "--listen=0.0.0.0:9100",
+            "--allow-non-loopback",
+            "--seed=/seed/instances.json",
+            "--transition-ms=200"
+        ])
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"], "/_sim/health",
+            "{probe}"
+        );
+    }
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"],
+        format!("{sim}-seed")
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        selector,
+        &serde_json::json!({"app.kubernetes.io/name": "ecs-sim"})
+    );
+    let service = find(&objects, "Service", sim);
+    assert_eq!(&service["spec"]["selector"], selector);
+    assert_eq!(service["spec"]["ports"][0]["port"], 9100);
+    // The controller's metrics Service selects only the controller's pods.
+    let metrics = find(&objects, "Service", "ecs-instance-controller-metrics");
+    assert_eq!(
+        metrics["spec"]["selector"]["app.kubernetes.io/name"],
+        "ecs-instance-controller"
+    );
+
+    // The controller: the simulator's Service, the explicit opt-in to plain HTTP, the test
+    // account from the chart's Secret.
+    let controller = &find(&objects, "Deployment", "ecs-instance-controller")["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert_eq!(
+        env_value(controller, "ECS_ENDPOINT")["value"],
+        "http://$(ECS_INSTANCE_CONTROLLER_SIM_SERVICE_HOST):9100"
+    );
+    assert!(
+        controller["args"]
+            .as_array()
+            .expect("args")
+            .contains(&Value::from("--allow-insecure-endpoint"))
+    );
+    for variable in [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    ] {
+        assert_eq!(
+            env_value(controller, variable)["valueFrom"]["secretKeyRef"]["name"],
+            format!("{sim}-credentials")
+        );
+    }
+    let secret = find(&objects, "Secret", &format!("{sim}-credentials"));
+    assert_eq!(
+        secret["stringData"],
+        serde_json::json!({"accessKeyId": "testid", "accessKeySecret": "testsecret"})
+    );
+
+    // The NetworkPolicy's egress lets the controller reach the simulator's pods.
+    let policy = find(&objects, "NetworkPolicy", "ecs-instance-controller");
+    let egress = policy["spec"]["egress"].as_array().expect("egress");
+    assert!(
+        egress.iter().any(|rule| rule["ports"][0]["port"] == 9100
+            && rule["to"][0]["podSelector"]["matchLabels"] == *selector),
+        "{egress:#?}"
+    );
+}
+
+#[test]
+fn the_simulator_image_follows_the_controllers_conventions() {
+    let image = |extra: &[&str]| {
+        let mut args = vec!["--set", "simulator.enabled=true"];
+        args.extend_from_slice(extra);
+        let objects = template(&args);
+        let container = &find(&objects, "Deployment", "ecs-instance-controller-sim")["spec"]["template"]
+            ["spec"]["containers"][0];
+        (
+            container["image"].as_str().expect("image").to_string(),
+            container["imagePullPolicy"]
+                .as_str()
+                .expect("pull policy")
+                .to_string(),
+        )
+    };
+    // Local images: one registry, tag and pull policy for both.
+    assert_eq!(
+        image(&[
+            "--set",
+            "image.registry=localhost,image.tag=dev,image.pullPolicy=Never"
+        ]),
+        ("localhost/ecs-sim:dev".to_string(), "Never".to_string())
+    );
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    assert_eq!(
+        image(&[
+            "--set",
+            "image.registry=registry.example/platform,simulator.image.registry=registry.example/test/",
+            "--set",
+            &format!("simulator.image.tag=1.2.3,simulator.image.digest={digest}"),
+        ]),
+        (
+            format!("registry.example/test/ecs-sim:1.2.3@{digest}"),
+            "IfNotPresent".to_string()
+        )
+    );
+}
+
+#[test]
+fn an_existing_seed_config_map_replaces_the_charts() {
+    let objects = template(&[
+        "--set",
+        "simulator.enabled=true,simulator.seedConfigMap=my-seed",
+    ]);
+    assert!(
+        objects.iter().all(|o| o["kind"] != "ConfigMap"),
+        "the chart makes no seed ConfigMap of its own"
+    );
+    let pod =
+        &find(&objects, "Deployment", "ecs-instance-controller-sim")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "my-seed");
+}
+
+#[test]
+fn without_the_simulator_nothing_of_it_renders() {
+    let objects = template(&[]);
+    assert!(
+        objects.iter().all(|o| !o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-sim")),
+        "simulator objects rendered by default"
+    );
+    let controller = &deployment_of(&objects)["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        !controller["args"]
+            .as_array()
+            .expect("args")
+            .contains(&Value::from("--allow-insecure-endpoint"))
+    );
+}
+
+#[test]
+fn bad_simulator_values_are_refused() {
+    let refused = |args: &[&str], message: &str| {
+        let mut all = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+        all.extend_from_slice(args);
+        let out = helm(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(message),
+            "helm template {args:?} was not refused with {message:?}:\n{stderr}"
+        );
+    };
+    // By the schema.
+    for bad in [
+        "simulator.enabled=yes",
+        "simulator.image.pullPolicy=Sometimes",
+        "simulator.image.digest=md5:abc",
+        "simulator.seedConfigMap=Not_A_Name",
+        "simulator.listen=0.0.0.0:9100",
+    ] {
+        refused(
+            &["--set", bad],
+            "values don't meet the specifications of the schema",
+        );
+    }
+    for seed in [
+        r#"simulator.seed=[{"regionId":"cn-hangzhou"}]"#,
+        r#"simulator.seed=[{"instanceId":"not-an-id","regionId":"cn-hangzhou"}]"#,
+        r#"simulator.seed={"instanceId":"i-recipe0000000001"}"#,
+    ] {
+        refused(
+            &["--set-json", seed],
+            "values don't meet the specifications of the schema",
+        );
+    }
+    // By the chart's checks.
+    refused(
+        &[
+            "--set",
+            "simulator.enabled=true,simulator.seedConfigMap=my-seed",
+            "--set-json",
+            r#"simulator.seed=[{"instanceId":"i-recipe0000000001","regionId":"cn-hangzhou"}]"#,
+        ],
+        "not both",
+    );
+    refused(
+        &[
+            "--set",
+            "simulator.enabled=true,rrsa.enabled=true",
+            "--set",
+            "rrsa.roleArn=acs:ram::1234567890123456:role/r,rrsa.oidcProviderArn=acs:ram::1234567890123456:oidc-provider/p",
+        ],
+        "exclude each other",
+    );
 }

@@ -55,7 +55,10 @@ async fn server_side_apply_creates_and_defaults_are_filled_in() {
 
     assert_eq!(read.spec.instance_id, "i-bp67acfmxazb4ph3t1ab");
     assert_eq!(read.spec.region_id, "cn-hangzhou");
-    assert_eq!(read.spec.deletion_policy, DeletionPolicy::Delete);
+    assert_eq!(
+        read.spec.deletion_policy, None,
+        "unset: the Namespace's or the controller's default applies, decided by the controller"
+    );
     assert_eq!(read.spec.on_delete.stop, StopPolicy::Wait);
     assert!(!read.spec.on_delete.force);
     assert!(!read.spec.on_delete.terminate_subscription);
@@ -118,7 +121,7 @@ async fn instance_and_region_are_immutable_but_deletion_policy_is_not() {
     let updated = apply(&api, "web-1", &orphan)
         .await
         .expect("deletionPolicy is mutable");
-    assert_eq!(updated.spec.deletion_policy, DeletionPolicy::Orphan);
+    assert_eq!(updated.spec.deletion_policy, Some(DeletionPolicy::Orphan));
     assert_eq!(updated.spec.instance_id, "i-bp67acfmxazb4ph3t1ab");
 }
 

@@ -40,8 +40,12 @@ pub trait RequestObserver: Send + Sync {
 #[derive(Clone)]
 pub struct ClientConfig {
     /// Replaces `https://ecs.<region>.aliyuncs.com` for every region (the simulator). Plain
-    /// HTTP only on loopback.
+    /// HTTP only on loopback, unless `allow_plain_http`.
     pub endpoint_override: Option<String>,
+    /// Plain HTTP to a non-loopback `endpoint_override`: an explicit opt-in for test setups
+    /// (the simulator behind a cluster Service). Signed requests and answers then cross the
+    /// network in clear text. Default off.
+    pub allow_plain_http: bool,
     pub signing: SigningMethod,
     /// Default 5 s.
     pub connect_timeout: Duration,
@@ -73,6 +77,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             endpoint_override: None,
+            allow_plain_http: false,
             signing: SigningMethod::default(),
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
@@ -92,6 +97,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("endpoint_override", &self.endpoint_override)
+            .field("allow_plain_http", &self.allow_plain_http)
             .field("signing", &self.signing)
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
@@ -158,6 +164,7 @@ impl EcsClient {
         }
         let transport = Transport::new(TransportConfig {
             endpoint_override: config.endpoint_override.as_deref(),
+            allow_plain_http: config.allow_plain_http,
             signing: config.signing,
             connect_timeout: config.connect_timeout,
             read_timeout: config.read_timeout,
@@ -478,6 +485,7 @@ mod tests {
         assert_eq!(c.rate_limit.qps, 10.0);
         assert_eq!(c.rate_limit.burst, 20);
         assert_eq!(c.retry.max_attempts, 3);
+        assert!(!c.allow_plain_http);
         assert!(EcsClient::new(c).is_ok());
     }
 
@@ -520,6 +528,24 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidRequest);
             assert_eq!(err.class(), ErrorClass::Terminal);
         }
+    }
+
+    #[test]
+    fn plain_http_to_a_non_loopback_endpoint_is_an_explicit_opt_in() {
+        let endpoint = Some("http://192.0.2.1:9100".to_owned());
+        let refused = EcsClient::new(ClientConfig {
+            endpoint_override: endpoint.clone(),
+            ..Default::default()
+        })
+        .expect_err("refused by default");
+        assert_eq!(refused.kind(), ErrorKind::InvalidRequest);
+        assert!(refused.to_string().contains("plain HTTP"), "{refused}");
+        EcsClient::new(ClientConfig {
+            endpoint_override: endpoint,
+            allow_plain_http: true,
+            ..Default::default()
+        })
+        .expect("accepted with the opt-in");
     }
 
     #[tokio::test]

@@ -26,9 +26,10 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// An override such as `http://127.0.0.1:8080` (the simulator) or `https://proxy.example`.
-    /// Plain HTTP is refused unless the host is loopback: credentials-signed traffic must not
-    /// cross a network in clear text.
-    fn parse_override(raw: &str) -> Result<Self, String> {
+    /// Plain HTTP is refused unless the host is loopback or `allow_plain_http` (an explicit
+    /// opt-in, for a test double such as the simulator behind a cluster Service): credentials-
+    /// signed traffic must not cross a network in clear text.
+    fn parse_override(raw: &str, allow_plain_http: bool) -> Result<Self, String> {
         let url = Url::parse(raw.trim()).map_err(|e| format!("endpoint `{raw}`: {e}"))?;
         let host = url
             .host_str()
@@ -44,10 +45,11 @@ impl Endpoint {
         let loopback = is_loopback(host);
         match url.scheme() {
             "https" => {}
-            "http" if loopback => {}
+            "http" if loopback || allow_plain_http => {}
             "http" => {
                 return Err(format!(
-                    "endpoint `{raw}`: plain HTTP is only allowed on loopback, use https"
+                    "endpoint `{raw}`: plain HTTP is only allowed on loopback without the \
+                     explicit opt-in to plain HTTP; use https"
                 ));
             }
             other => return Err(format!("endpoint `{raw}`: unsupported scheme `{other}`")),
@@ -118,6 +120,8 @@ pub(crate) struct Transport {
 /// Connection settings the transport needs from the client's configuration.
 pub(crate) struct TransportConfig<'a> {
     pub endpoint_override: Option<&'a str>,
+    /// Plain HTTP to a non-loopback `endpoint_override` (an explicit opt-in).
+    pub allow_plain_http: bool,
     pub signing: SigningMethod,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -131,7 +135,7 @@ impl Transport {
     pub(crate) fn new(config: TransportConfig<'_>) -> Result<Self, String> {
         let endpoint_override = config
             .endpoint_override
-            .map(Endpoint::parse_override)
+            .map(|raw| Endpoint::parse_override(raw, config.allow_plain_http))
             .transpose()?;
         let mut builder = reqwest::Client::builder();
         // Proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) apply to the real endpoints,
@@ -413,6 +417,7 @@ mod tests {
     fn default_endpoint_is_regional_https() {
         let t = Transport::new(TransportConfig {
             endpoint_override: None,
+            allow_plain_http: false,
             signing: SigningMethod::default(),
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
@@ -463,7 +468,7 @@ mod tests {
             ),
         ];
         for (raw, base, host) in ok {
-            let e = Endpoint::parse_override(raw).unwrap();
+            let e = Endpoint::parse_override(raw, false).unwrap();
             assert_eq!((e.base.as_str(), e.host.as_str()), (base, host), "{raw}");
         }
         for bad in [
@@ -475,7 +480,32 @@ mod tests {
             "https://user:pw@ecs.example.com",
             "not a url",
         ] {
-            assert!(Endpoint::parse_override(bad).is_err(), "{bad}");
+            assert!(Endpoint::parse_override(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_http_to_a_non_loopback_host_needs_the_opt_in() {
+        for raw in [
+            "http://10.96.0.12:9100",
+            "http://ecs-sim.ecs-system.svc:9100",
+        ] {
+            let refused = Endpoint::parse_override(raw, false).unwrap_err();
+            assert!(
+                refused.contains("plain HTTP") && refused.contains("opt-in"),
+                "{raw}: {refused}"
+            );
+            let allowed = Endpoint::parse_override(raw, true).unwrap();
+            assert!(allowed.base.starts_with("http://"), "{raw}");
+            assert!(!allowed.loopback, "{raw}: proxies still apply");
+        }
+        // The opt-in relaxes only the scheme rule.
+        for bad in [
+            "ftp://10.0.0.1",
+            "http://10.0.0.1/api",
+            "http://user:pw@10.0.0.1",
+        ] {
+            assert!(Endpoint::parse_override(bad, true).is_err(), "{bad}");
         }
     }
 
@@ -491,6 +521,7 @@ mod tests {
         let endpoint = format!("https://127.0.0.1:{port}");
         let t = Transport::new(TransportConfig {
             endpoint_override: Some(&endpoint),
+            allow_plain_http: false,
             signing: SigningMethod::HmacSha1,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),

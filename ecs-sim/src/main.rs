@@ -50,9 +50,15 @@ const MAX_DURATION_MS: u64 = 86_400_000;
 // A later occurrence of a single-value flag wins, so wrappers can append overrides to defaults.
 #[command(args_override_self = true)]
 struct Cli {
-    /// Loopback address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. Loopback only, unless
+    /// --allow-non-loopback.
     #[arg(long, env = "ECS_SIM_LISTEN", default_value = "127.0.0.1:9100")]
     listen: SocketAddr,
+    /// Accept a non-loopback --listen address (e.g. 0.0.0.0:9100 in a Pod behind a Service).
+    /// The simulator is a test double: its admin API (/_sim/) is unauthenticated, so whoever
+    /// reaches the port can read the call log and change instances, faults and accounts.
+    #[arg(long, env = "ECS_SIM_ALLOW_NON_LOOPBACK")]
+    allow_non_loopback: bool,
     /// An accepted account, `AK:SECRET[:STS_TOKEN]`; repeatable.
     #[arg(long = "account", value_name = "AK:SECRET[:STS_TOKEN]", value_parser = Account::parse_flag)]
     accounts: Vec<Account>,
@@ -117,8 +123,13 @@ fn load_seed(path: &PathBuf) -> Result<Vec<InstanceSpec>, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    if !cli.listen.ip().is_loopback() {
-        return Err(format!("--listen {} is not a loopback address", cli.listen));
+    let exposed = !cli.listen.ip().is_loopback();
+    if exposed && !cli.allow_non_loopback {
+        return Err(format!(
+            "--listen {} is not a loopback address: the admin API (/_sim/) is unauthenticated; \
+             add --allow-non-loopback to listen there anyway (test setups only)",
+            cli.listen
+        ));
     }
     let mut accounts = cli.accounts;
     let mut iam = iam::Iam::default();
@@ -159,6 +170,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if exposed {
+        eprintln!(
+            "ecs-sim: WARNING: listening on the non-loopback address {addr} \
+             (--allow-non-loopback): this is a test double with an unauthenticated admin API \
+             (/_sim/); anyone who reaches the port can read the call log and change instances, \
+             faults and accounts"
+        );
+    }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ecs-sim listening on http://{addr}")
         .and_then(|()| stdout.flush())

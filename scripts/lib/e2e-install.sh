@@ -32,6 +32,10 @@
 # e2e_test [ARG...]: `cargo test --test e2e` against the cluster: E2E_SIM_URL is the forwarded
 #   simulator, E2E_CONTROLLER_NAMESPACE=$namespace; ARGs go to the test binary after
 #   --test-threads=1 (test names select a subset).
+# e2e_recipe_blocks FILE DIR: writes the fenced blocks of the Markdown FILE that open with
+#   ```sh recipe (at the start of a line) to DIR/01.sh, DIR/02.sh, … in their order, and prints
+#   how many; fails when there are none. So a script runs a documented recipe word for word
+#   (docs/testing-your-setup.md).
 # e2e_dump_state: prints the controller's state to stderr, for a failed run: the Deployment,
 #   ReplicaSets and pods, the pods described, the namespace's events, the last 200 log lines of
 #   every container. Never fails.
@@ -103,6 +107,19 @@ e2e_stop_forward_sim() {
 e2e_test() {
   E2E_SIM_URL="http://127.0.0.1:$sim_port" E2E_CONTROLLER_NAMESPACE="$namespace" \
     cargo test --locked --test e2e -- --test-threads=1 "$@"
+}
+
+e2e_recipe_blocks() {
+  local n
+  mkdir -p "$2"
+  n=$(awk -v dir="$2" '
+    /^```sh recipe[[:space:]]*$/ { n++; file = sprintf("%s/%02d.sh", dir, n); printf "" > file; inside = 1; next }
+    inside && /^```[[:space:]]*$/ { inside = 0; close(file); next }
+    inside { print > file }
+    END { if (inside) exit 1; print n + 0 }
+  ' "$1") || { echo "$me: an unclosed \`\`\`sh recipe block in $1" >&2; return 1; }
+  [ "$n" -gt 0 ] || { echo "$me: no \`\`\`sh recipe block in $1" >&2; return 1; }
+  echo "$n"
 }
 
 e2e_dump_state() {

@@ -356,7 +356,7 @@ impl Driver {
             EcsInstanceSpec {
                 instance_id: instance.to_string(),
                 region_id: REGION.to_string(),
-                deletion_policy: DeletionPolicy::Delete,
+                deletion_policy: None,
                 on_delete: OnDelete {
                     stop,
                     force,
@@ -562,10 +562,10 @@ fn create_secret(world: &mut World, ns: &str, access_key: &str) {
 
 fn set_orphan(world: &mut World, key: &Key, who: &str) {
     if let Some(mut resource) = world.objects.get(key).cloned()
-        && resource.spec.deletion_policy != DeletionPolicy::Orphan
+        && resource.spec.deletion_policy != Some(DeletionPolicy::Orphan)
     {
         world.log(who, format!("sets {} to deletionPolicy Orphan", show(key)));
-        resource.spec.deletion_policy = DeletionPolicy::Orphan;
+        resource.spec.deletion_policy = Some(DeletionPolicy::Orphan);
         resource.metadata.generation = Some(resource.metadata.generation.unwrap_or(1) + 1);
         world.store_object(resource);
     }

@@ -362,7 +362,7 @@ impl World {
 
     fn check_finalizer_removal(&mut self, resource: &EcsInstance) {
         let uid = resource.uid().unwrap_or_default();
-        if resource.spec.deletion_policy == DeletionPolicy::Orphan {
+        if resource.spec.deletion_policy == Some(DeletionPolicy::Orphan) {
             return;
         }
         let now = self.now;
@@ -836,7 +836,7 @@ impl Cluster for SimCluster {
                     if new_intent {
                         let uid = stored.uid().unwrap_or_default();
                         let policy = stored.spec.deletion_policy;
-                        world.intent_policy.insert(uid, policy);
+                        world.intent_policy.insert(uid, policy.unwrap_or_default());
                     }
                     stored.status = Some(status.clone());
                     world.store_object(stored);

@@ -19,12 +19,12 @@ mod watch;
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use ecs_client::{CredentialsProvider, EcsClient};
 use futures::{Future, FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
     api::PartialObjectMeta,
@@ -47,7 +47,10 @@ use crate::{
     decision::{Claimant, take_over_from},
     metrics::Metrics,
     pacing::Timings,
-    resource::{EcsInstance, FINALIZER, SECRET_IN_USE_FINALIZER},
+    resource::{
+        DeletionPolicy, EcsInstance, FINALIZER, NAMESPACE_POLICY_ANNOTATION,
+        SECRET_IN_USE_FINALIZER,
+    },
     server::WatchHealth,
 };
 
@@ -64,6 +67,11 @@ pub struct Context {
     /// The cache of every loop, by the namespace it watches (`None`: all): ownership is
     /// decided across all watched namespaces.
     stores: Mutex<Vec<(Option<String>, Store<EcsInstance>)>>,
+    /// Whether Namespaces' `ecs.alicloud.dev/deletion-policy` annotations count
+    /// (`--namespace-deletion-policies`; needs list/watch on namespaces).
+    namespace_policies: bool,
+    /// The Namespaces' metadata, watched once per process when `namespace_policies` is on.
+    namespaces: OnceLock<Store<PartialObjectMeta<Namespace>>>,
 }
 
 impl Context {
@@ -87,6 +95,8 @@ impl Context {
             shell,
             watch_health: WatchHealth::default(),
             stores: Mutex::new(Vec::new()),
+            namespace_policies: false,
+            namespaces: OnceLock::new(),
         }
     }
 
@@ -99,6 +109,60 @@ impl Context {
     pub fn with_watch_health(mut self, health: WatchHealth) -> Self {
         self.watch_health = health;
         self
+    }
+
+    /// The deletion policy of resources that set none (`--default-deletion-policy`), and
+    /// whether a Namespace's annotation overrides it (`--namespace-deletion-policies`).
+    pub fn with_deletion_policies(mut self, default: DeletionPolicy, per_namespace: bool) -> Self {
+        self.shell.default_policy = default;
+        self.namespace_policies = per_namespace;
+        self
+    }
+
+    /// Starts the Namespace watch the first time it is asked for (once per process, whatever
+    /// the number of loops); a no-op when Namespace policies are off.
+    fn watch_namespaces(self: &Arc<Self>) {
+        if !self.namespace_policies {
+            return;
+        }
+        let (reader, writer) = reflector::store();
+        if self.namespaces.set(reader).is_err() {
+            return;
+        }
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.client.clone());
+        let ctx = self.clone();
+        let stream = watch::paced(watcher(api, watcher::Config::default().any_semantic()))
+            .modify(|namespace| namespace.managed_fields_mut().clear())
+            .reflect(writer)
+            .inspect(move |event| {
+                if !matches!(event, Ok(watcher::Event::Init)) {
+                    ctx.on_watch_health(event.as_ref().err(), "*", "namespaces")
+                }
+            });
+        tokio::spawn(stream.for_each(|_| async {}));
+    }
+
+    /// The policy `resource`'s Namespace annotation sets, if any; waits for the first list of
+    /// Namespaces, since deciding without it could release what the Namespace says to keep.
+    async fn namespace_policy(
+        &self,
+        resource: &EcsInstance,
+    ) -> Result<Option<(String, Result<DeletionPolicy, String>)>, Error> {
+        let Some(store) = self.namespaces.get() else {
+            return Ok(None);
+        };
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheStopped)?;
+        let name = resource.namespace().unwrap_or_default();
+        let annotation = store.get(&ObjectRef::new(&name)).and_then(|namespace| {
+            namespace
+                .annotations()
+                .get(NAMESPACE_POLICY_ANNOTATION)
+                .cloned()
+        });
+        Ok(annotation.map(|value| (name, value.parse::<DeletionPolicy>().map_err(|_| value))))
     }
 
     /// The caches a pass of `resource` reads: its own loop's, once it has listed, and every
@@ -184,6 +248,7 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    ctx.watch_namespaces();
     let (instances_api, secrets_api): (Api<EcsInstance>, Api<PartialObjectMeta<Secret>>) =
         match &namespace {
             Some(ns) => (
@@ -258,7 +323,8 @@ async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Acti
     // Ownership is decided on the caches: never before this namespace's first complete list.
     let stores = ctx.stores_for(&resource).await?;
     let cache: Vec<Arc<EcsInstance>> = stores.iter().flat_map(|store| store.state()).collect();
-    let view = view(&resource, cache.iter().map(Arc::as_ref));
+    let mut view = view(&resource, cache.iter().map(Arc::as_ref));
+    view.namespace_policy = ctx.namespace_policy(&resource).await?;
     Ok(match ctx.shell.reconcile(&resource, &view).await? {
         Outcome::Requeue(delay) => Action::requeue(delay),
         Outcome::AwaitChange => Action::await_change(),

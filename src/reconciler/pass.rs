@@ -18,10 +18,10 @@ use super::objects::Objects;
 use super::seams::{Clock, Cloud, Cluster, Error};
 use crate::{
     conditions,
-    decision::{self, Claimant, CloudCall, Decision, Input, Next, Observation, Plan},
+    decision::{self, Claimant, CloudCall, Decision, Input, Next, Observation, Plan, Policy},
     metrics::Metrics,
     pacing::{self, Timings},
-    resource::{EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
+    resource::{DeletionPolicy, EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
 };
 
 /// What a pass knows of the other resources (from the watch caches, or the simulation's world).
@@ -33,6 +33,9 @@ pub struct View {
     pub secret_needed_elsewhere: bool,
     /// The resource (`namespace/name`) with the UID this resource's take-over annotation names.
     pub take_over_blocker: Option<String>,
+    /// The resource's Namespace's deletion policy annotation, when it has one: its name and the
+    /// policy (or the value that is none).
+    pub namespace_policy: Option<(String, Result<DeletionPolicy, String>)>,
 }
 
 /// A pass's decision, with the status written on the way (before a call), if any, and the
@@ -60,6 +63,9 @@ pub struct Shell<C, K> {
     pub policy: CredentialsPolicy,
     /// The controller's own credentials, for resources without a Secret.
     pub own_credentials: Option<CredentialsProvider>,
+    /// The deletion policy of resources that set none and whose Namespace sets none
+    /// (`--default-deletion-policy`).
+    pub default_policy: DeletionPolicy,
     pub metrics: Arc<Metrics>,
     pub objects: Objects,
     pub secrets: SecretCache,
@@ -74,6 +80,7 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             timings,
             policy: CredentialsPolicy::default(),
             own_credentials: None,
+            default_policy: DeletionPolicy::Delete,
             metrics: Arc::default(),
             objects: Objects::default(),
             secrets: SecretCache::default(),
@@ -232,8 +239,16 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         let stop_recently_requested = state
             .stop_requested_at
             .is_some_and(|at| now.duration_since(at) < signed(self.timings.stop_grace));
+        let policy = Policy::of(
+            resource,
+            view.namespace_policy
+                .as_ref()
+                .map(|(name, policy)| (name.as_str(), policy)),
+            self.default_policy,
+        );
         let mut input = Input {
             resource,
+            policy: &policy,
             observation: &observation,
             credentials_source: &source,
             identity: resolved.as_ref().ok().map(|r| &r.identity),

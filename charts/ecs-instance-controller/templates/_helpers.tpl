@@ -74,7 +74,61 @@ operator made (serviceAccount.name; e.g. annotated for a cloud identity by anoth
 {{- if and .Values.rrsa.enabled (or (empty .Values.rrsa.roleArn) (empty .Values.rrsa.oidcProviderArn)) }}
 {{- fail "rrsa.enabled=true needs rrsa.roleArn and rrsa.oidcProviderArn (docs/security.md, RRSA on ACK)" }}
 {{- end }}
+{{- if and .Values.simulator.enabled .Values.rrsa.enabled }}
+{{- fail "simulator.enabled=true and rrsa.enabled=true exclude each other: the controller takes the simulator's test account" }}
+{{- end }}
+{{- if and .Values.simulator.seed .Values.simulator.seedConfigMap }}
+{{- fail "give simulator.seed or simulator.seedConfigMap, not both" }}
+{{- end }}
 {{- if lt (int .Values.replicaCount) 1 }}
 {{- fail "replicaCount must be at least 1: without a controller every EcsInstance deletion hangs on its finalizer" }}
 {{- end }}
+{{- end }}
+
+{{/* TEST ONLY, simulator.enabled: the simulator's object names, "<fullname>-sim[-…]". */}}
+{{- define "ecs-instance-controller.simulator.fullname" -}}
+{{- printf "%s-sim" (include "ecs-instance-controller.fullname" . | trunc 47 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The simulator's selector: its own name, never the controller's (whose Deployment, metrics
+Service and NetworkPolicy select app.kubernetes.io/name=ecs-instance-controller). */}}
+{{- define "ecs-instance-controller.simulator.selectorLabels" -}}
+app.kubernetes.io/name: ecs-sim
+{{- end }}
+
+{{- define "ecs-instance-controller.simulator.labels" -}}
+{{ include "ecs-instance-controller.simulator.selectorLabels" . }}
+app.kubernetes.io/component: simulator
+app.kubernetes.io/part-of: ecs-instance-controller
+{{ include "ecs-instance-controller.helmLabels" . }}
+{{- end }}
+
+{{/* The simulator image, with the controller's conventions: registry (default image.registry),
+repository, tag (default image.tag, else appVersion), @digest when given. */}}
+{{- define "ecs-instance-controller.simulator.image" -}}
+{{- $sim := .Values.simulator.image }}
+{{- $repository := $sim.repository }}
+{{- with ($sim.registry | default .Values.image.registry) }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- $image := printf "%s:%s" $repository ($sim.tag | default .Values.image.tag | default .Chart.AppVersion) }}
+{{- with $sim.digest }}{{ $image = printf "%s@%s" $image . }}{{ end }}
+{{- $image }}
+{{- end }}
+
+{{/* The ConfigMap holding the seed (key instances.json): the given one, else the chart's. */}}
+{{- define "ecs-instance-controller.simulator.seedConfigMap" -}}
+{{- .Values.simulator.seedConfigMap | default (printf "%s-seed" (include "ecs-instance-controller.simulator.fullname" .)) }}
+{{- end }}
+
+{{/* The controller's ECS endpoint in simulator mode: the simulator's Service through the
+variable the kubelet sets for every Service of the namespace that exists when the container
+starts (<NAME>_SERVICE_HOST), so that no cluster DNS is needed. */}}
+{{- define "ecs-instance-controller.simulator.endpoint" -}}
+{{- $service := include "ecs-instance-controller.simulator.fullname" . | upper | replace "-" "_" }}
+{{- printf "http://$(%s_SERVICE_HOST):9100" $service }}
+{{- end }}
+
+{{/* The Secret with the simulator's test account, the controller's own credentials in
+simulator mode (in place of credentials.secretName). */}}
+{{- define "ecs-instance-controller.simulator.credentialsSecret" -}}
+{{- printf "%s-credentials" (include "ecs-instance-controller.simulator.fullname" .) }}
 {{- end }}
