@@ -334,7 +334,7 @@ impl Reason {
                 pace: Pace::Recheck,
                 event: EventKind::Warning,
                 meaning: "the credentials Secret is missing or malformed, or there are no controller credentials",
-                remedy: "Create the Secret with accessKeyId and accessKeySecret in the resource's namespace, or give the controller credentials",
+                remedy: "Fix what the message names: the Secret in the resource's namespace (accessKeyId and accessKeySecret, and/or roleArn), the controller's credentials source, or the role's trust policy",
             },
             ReleaseNotConfirmed => Row {
                 kind: Kind::Stalled,

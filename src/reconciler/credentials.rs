@@ -109,14 +109,19 @@ fn unavailable_from(whose: &str, error: &ProviderError) -> Unavailable {
 }
 
 /// Who credentials of `provider` are: a role session by its role, long-term keys by their
-/// AccessKeyId (design.md §2).
+/// AccessKeyId (design.md §2). Temporary credentials whose role is not known by its ARN (the
+/// instance role, a credentials URI) are named by their source, which stays the same from one
+/// renewal to the next while their AccessKeyId does not.
 pub fn identity(provider: &CredentialsProvider, credentials: &Credentials) -> Identity {
     let source = provider.source();
     let role_arn = provider.role_arn().map(str::to_string).or_else(|| {
-        (source.kind == SourceKind::EcsRamRole).then(|| match &source.ecs_role_name {
-            Some(name) => format!("ecs-instance-role/{name}"),
-            None => "ecs-instance-role".to_string(),
-        })
+        provider
+            .renews()
+            .then(|| match (source.kind, &source.ecs_role_name) {
+                (SourceKind::EcsRamRole, Some(name)) => format!("ecs-instance-role/{name}"),
+                (SourceKind::EcsRamRole, None) => "ecs-instance-role".to_string(),
+                _ => source.label(),
+            })
     });
     Identity {
         access_key_id: credentials.access_key_id().to_string(),
@@ -252,7 +257,7 @@ pub async fn resolve(
                 "no spec.credentialsRef and the controller has no credentials of its own (none of the default chain's sources is configured)",
             ));
         };
-        return Resolved::from(own.clone(), None, &own_label(own)).await;
+        return Resolved::from(own.clone(), None, "the controller's credentials").await;
     };
     let whose = format!("Secret {namespace}/{}", reference.name);
     let epoch = match cache.get(&namespace, &reference.name) {
@@ -268,10 +273,6 @@ pub async fn resolve(
     cache.put(&namespace, &reference.name, epoch, &provider);
     let protect = (!read.protected && !read.deleting).then(|| (namespace, reference.name.clone()));
     Resolved::from(provider, protect, &whose).await
-}
-
-fn own_label(own: &CredentialsProvider) -> String {
-    format!("the controller's credentials ({})", own.source().label())
 }
 
 /// What a Secret's data says: keys; keys and a role to assume with them; or only a role, to

@@ -424,3 +424,400 @@ pub fn condition_message(resource: &EcsInstance, type_: &str) -> String {
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
+
+// ---- Credentials sources through the real binary (tests/credentials_*.rs) ----
+
+/// The controller binary with one credentials source, started and ready; killed (this child
+/// only) when dropped.
+pub struct ControllerProcess {
+    pub child: std::process::Child,
+    pub metrics: String,
+    pub health: String,
+    pub log: std::path::PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts the binary with exactly these `ALIBABA_CLOUD_*` variables and waits until it is
+    /// ready (panics with its log when it exits or never gets ready).
+    pub async fn start(
+        sim_endpoint: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> ControllerProcess {
+        let (child, metrics, health) =
+            spawn_controller_binary_with_env(sim_endpoint, env, args, log);
+        let process = ControllerProcess {
+            child,
+            metrics,
+            health,
+            log: log.to_path_buf(),
+        };
+        wait_ready(&process.health, &process.log).await;
+        process
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics when the log holds any of `secrets` (named by their label, never printed).
+    pub fn assert_log_free_of(&self, secrets: &[(&str, &str)]) {
+        let text = self.log_text();
+        assert!(!text.is_empty(), "the controller wrote no log");
+        for (label, secret) in secrets {
+            assert!(secret.len() >= 4, "{label}: not a secret worth looking for");
+            assert!(
+                !text.contains(secret),
+                "the controller log holds {label} ({})",
+                self.log.display()
+            );
+        }
+    }
+
+    /// Still running, and `/healthz` and `/readyz` answer 200.
+    pub async fn assert_up(&mut self) {
+        assert!(
+            self.child.try_wait().expect("child status").is_none(),
+            "the controller exited; its log:\n{}",
+            self.log_text()
+        );
+        for probe in ["healthz", "readyz"] {
+            let answer = http_get(&format!("{}/{probe}", self.health)).await;
+            assert!(
+                answer.as_ref().is_some_and(|(status, _)| *status == 200),
+                "/{probe} answered {answer:?}"
+            );
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory for one test (accounts file, token file, profile, logs).
+pub fn work_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ecs-controller-{name}"));
+    std::fs::create_dir_all(&dir).expect("a work directory");
+    dir
+}
+
+/// Writes `value` as JSON (the simulator's accounts file).
+pub fn write_json(path: &std::path::Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).expect("JSON"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Replaces a file the way the kubelet updates a projected token: a new file renamed over it.
+pub fn replace_file(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).expect("write the new file");
+    std::fs::rename(&next, path).expect("rename it over the old one");
+}
+
+/// `(status, body)` of a request to a test server: the body as JSON, else as a string.
+macro_rules! answer_of {
+    ($request:expr, $what:expr) => {{
+        let what = $what;
+        let response = $request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }};
+}
+
+/// The temporary credentials the simulator issued so far (`GET /_sim/sts/sessions`; never
+/// secrets): `accessKeyId`, `roleArn`, `roleSessionName`, `source`, `issuedAt`, `expiration`.
+pub async fn sts_sessions(sim: &EcsSim) -> Vec<Value> {
+    let url = format!("{}/_sim/sts/sessions", sim.endpoint());
+    let (status, body) = answer_of!(testkit::http_client().get(&url), &url);
+    assert_eq!(status, 200, "{url}: {body}");
+    body.as_array().cloned().expect("an array of sessions")
+}
+
+/// The sessions one source issued (`AssumeRole`, `AssumeRoleWithOIDC`, `Metadata`).
+pub async fn sts_sessions_from(sim: &EcsSim, source: &str) -> Vec<Value> {
+    sts_sessions(sim)
+        .await
+        .into_iter()
+        .filter(|s| s["source"] == source)
+        .collect()
+}
+
+/// Makes a temporary credential expire now (ECS then answers `InvalidSecurityToken.Expired`).
+pub async fn expire_sts_session(sim: &EcsSim, access_key_id: &str) {
+    let url = format!(
+        "{}/_sim/sts/sessions/{access_key_id}/expire",
+        sim.endpoint()
+    );
+    let (status, body) = answer_of!(testkit::http_client().post(&url), &url);
+    assert_eq!(status, 200, "{url}: {body}");
+}
+
+/// The metadata server serves new instance-role credentials from now on; returns their key.
+pub async fn rotate_metadata_credentials(sim: &EcsSim) -> String {
+    let url = format!("{}/_sim/metadata/rotate", sim.endpoint());
+    let (status, body) = answer_of!(testkit::http_client().post(&url), &url);
+    assert_eq!(status, 200, "{url}: {body}");
+    body["accessKeyId"]
+        .as_str()
+        .expect("the new accessKeyId")
+        .to_string()
+}
+
+/// What the metadata server serves the instance role now (token handshake first), as the
+/// controller got it: to look for its secret in logs.
+pub async fn metadata_credentials(sim: &EcsSim, role_name: &str) -> Value {
+    let http = testkit::http_client();
+    let url = format!("{}/latest/api/token", sim.endpoint());
+    let (status, token) = answer_of!(
+        http.put(&url)
+            .header("x-aliyun-ecs-metadata-token-ttl-seconds", "60"),
+        &url
+    );
+    assert_eq!(status, 200, "{url}: {token}");
+    let token = token.as_str().expect("a text token").to_string();
+    let url = format!(
+        "{}/latest/meta-data/ram/security-credentials/{role_name}",
+        sim.endpoint()
+    );
+    let (status, body) = answer_of!(
+        http.get(&url).header("x-aliyun-ecs-metadata-token", token),
+        &url
+    );
+    assert_eq!(status, 200, "{url}: {body}");
+    body
+}
+
+/// What the simulator's credentials URI answers now.
+pub async fn credentials_uri_answer(sim: &EcsSim) -> Value {
+    let url = format!("{}/credentials-uri", sim.endpoint());
+    let (status, body) = answer_of!(testkit::http_client().get(&url), &url);
+    assert_eq!(status, 200, "{url}: {body}");
+    body
+}
+
+/// `AssumeRoleWithOIDC` sent by the test itself (anonymous), to probe a token.
+pub async fn assume_role_with_oidc(
+    sim: &EcsSim,
+    role_arn: &str,
+    provider_arn: &str,
+    token: &str,
+    session_name: &str,
+) -> (u16, Value) {
+    let url = format!(
+        "{}/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON",
+        sim.endpoint()
+    );
+    let body = form_encode(&[
+        ("RoleArn", role_arn),
+        ("OIDCProviderArn", provider_arn),
+        ("OIDCToken", token),
+        ("RoleSessionName", session_name),
+    ]);
+    answer_of!(
+        testkit::http_client()
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+        "AssumeRoleWithOIDC"
+    )
+}
+
+/// `application/x-www-form-urlencoded` (RFC 3986 unreserved characters kept).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A token the test API server issues for a ServiceAccount (created if missing), as the kubelet
+/// projects it for RRSA: audience `sts.aliyuncs.com`, one hour.
+pub async fn service_account_token(ns: &TestNamespace, account: &str) -> String {
+    use k8s_openapi::api::{authentication::v1::TokenRequest, core::v1::ServiceAccount};
+    let accounts: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), &ns.name);
+    accounts
+        .patch(
+            account,
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": account }
+            })),
+        )
+        .await
+        .expect("a ServiceAccount");
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": { "audiences": ["sts.aliyuncs.com"], "expirationSeconds": 3600 }
+    }))
+    .expect("a TokenRequest");
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .expect("a token from the API server")
+        .status
+        .expect("a token")
+        .token
+}
+
+/// The simulator's OIDC provider for the test API server's ServiceAccount tokens.
+pub fn api_server_oidc_provider(provider_arn: &str) -> Value {
+    let plane = testkit::control_plane();
+    json!({
+        "arn": provider_arn,
+        "issuerUrl": format!("{}/", plane.server),
+        "clientIds": ["sts.aliyuncs.com"],
+        "publicKeyFiles": [plane.run_dir.join("pki").join("sa.pub")],
+    })
+}
+
+/// `template` (a token the API server issued) with the same claims but a lifetime of
+/// `lifetime_secs` from now, signed with the API server's service-account key: a token
+/// that stops working soon, which the API server cannot issue
+/// (TokenRequest's minimum is 10 minutes). Returns the token and its `exp`.
+pub fn short_lived_copy(template: &str, lifetime_secs: i64) -> (String, i64) {
+    use base64::Engine as _;
+    let header = jsonwebtoken::decode_header(template).expect("a JWT header");
+    let claims_part = template.split('.').nth(1).expect("a JWT has claims");
+    let mut claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims_part)
+            .expect("base64url claims"),
+    )
+    .expect("JSON JWT claims");
+    let now = jiff::Timestamp::now().as_second();
+    let exp = now + lifetime_secs;
+    claims["iat"] = json!(now);
+    claims["nbf"] = json!(now);
+    claims["exp"] = json!(exp);
+    let pem = std::fs::read(testkit::control_plane().run_dir.join("pki").join("sa.key"))
+        .expect("the API server's service-account key");
+    let key = match header.alg {
+        jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+        jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        other => panic!("the API server signs with {other:?}, which this helper does not"),
+    }
+    .expect("the service-account signing key");
+    let token = jsonwebtoken::encode(&header, &claims, &key).expect("sign the token");
+    (token, exp)
+}
+
+impl Harness {
+    /// A Secret with exactly this data, in the test namespace.
+    pub async fn create_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
+            .collect();
+        let body: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "stringData": data,
+        }))
+        .expect("a Secret");
+        Api::<Secret>::namespaced(self.ns.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &body)
+            .await
+            .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
+    }
+
+    /// Merges `data` into a Secret's data.
+    pub async fn patch_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
+            .collect();
+        Api::<Secret>::namespaced(self.ns.client.clone(), &self.ns.name)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "stringData": data })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch Secret {name}: {e}"));
+    }
+
+    /// Who observed the instance (`status.instance.observedWith`).
+    pub async fn observed_with(
+        &self,
+        name: &str,
+    ) -> Option<ecs_instance_controller::resource::ObservedWith> {
+        self.api
+            .get(name)
+            .await
+            .expect("get")
+            .status
+            .and_then(|s| s.instance)
+            .and_then(|i| i.observed_with)
+    }
+
+    /// `(resource, reason)` of every event in the test namespace.
+    pub async fn all_event_reasons(&self) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Successful calls of one action for one instance.
+pub fn succeeded_for(calls: &[Value], instance_id: &str) -> usize {
+    calls
+        .iter()
+        .filter(|c| call_succeeded(c) && call_mentions(c, instance_id))
+        .count()
+}
+
+/// The one successful `DeleteInstance` of `instance_id` (panics unless exactly one), and the
+/// simulator's record of the temporary credentials that signed it (panics when they were not
+/// temporary credentials the simulator issued).
+pub async fn released_once_with(sim: &EcsSim, instance_id: &str) -> Value {
+    let deletes: Vec<Value> = sim
+        .calls(Some("DeleteInstance"))
+        .await
+        .into_iter()
+        .filter(|c| call_succeeded(c) && call_mentions(c, instance_id))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        1,
+        "{instance_id} released exactly once: {deletes:#?}"
+    );
+    let key = deletes[0]["accessKeyId"]
+        .as_str()
+        .expect("the key that signed it")
+        .to_string();
+    sts_sessions(sim)
+        .await
+        .into_iter()
+        .find(|s| s["accessKeyId"] == key.as_str())
+        .unwrap_or_else(|| panic!("{instance_id} was released with {key}, not a temporary key"))
+}
