@@ -143,21 +143,11 @@ impl Transport {
         if endpoint_override.as_ref().is_some_and(|e| e.loopback) {
             builder = builder.no_proxy();
         }
-        let http = builder
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            // A redirect would re-send the signed request (V1: the whole signed query; V3: the
-            // signed headers) to wherever the answer points: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
-            // Bodies are read raw and bounded; no decompression (even if another crate enables
-            // reqwest's decompression features), so a small compressed answer cannot expand.
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
-            .tls_backend_preconfigured(tls_config()?)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(e)))?;
+        let http = hardened(
+            builder
+                .connect_timeout(config.connect_timeout)
+                .read_timeout(config.read_timeout),
+        )?;
         Ok(Self {
             http,
             signing: config.signing,
@@ -359,9 +349,26 @@ pub(crate) fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Every HTTP client of this crate (ECS, STS, the metadata server, a credentials URI) is built
+/// here. A redirect would re-send a signed request (V1: the whole signed query; V3: the signed
+/// headers), a token or credentials to wherever the answer points: never follow one. Bodies are
+/// read raw and bounded; no decompression (even if another crate enables reqwest's decompression
+/// features), so a small compressed answer cannot expand.
+pub(crate) fn hardened(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
+        .tls_backend_preconfigured(tls_config()?)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(e)))
+}
+
 /// TLS with the ring provider passed explicitly (no process-wide default is assumed or set) and
 /// the platform's certificate verifier, as reqwest configures it for itself.
-pub(crate) fn tls_config() -> Result<rustls::ClientConfig, String> {
+fn tls_config() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
         .map_err(|e| format!("cannot set up TLS certificate verification: {e}"))?;

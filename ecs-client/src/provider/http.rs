@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderValue, USER_AGENT};
 
-use crate::transport::{error_chain, human_duration, is_loopback, read_at_most, tls_config};
+use crate::transport::{error_chain, hardened, human_duration, is_loopback, read_at_most};
 
 /// The ECS metadata server's fixed link-local address. It serves plain HTTP by design (it is
 /// only reachable from the instance itself), so plain HTTP to it is accepted.
@@ -120,18 +120,7 @@ impl HttpClient {
         if target.direct {
             builder = builder.no_proxy();
         }
-        let client = builder
-            .connect_timeout(connect_timeout)
-            // Answers carry credentials and requests carry signatures or tokens: never sent
-            // elsewhere by a redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
-            .tls_backend_preconfigured(tls_config()?)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(e)))?;
+        let client = hardened(builder.connect_timeout(connect_timeout))?;
         Ok(Self { client, deadline })
     }
 
