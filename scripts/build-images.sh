@@ -8,7 +8,13 @@
 #       localhost/ecs-e2e-forward:dev (test-only, socat) -> OUT_DIR/ecs-e2e-forward.oci.tar
 #     from the release binaries (cargo build --release --locked -p ecs-instance-controller
 #     -p ecs-sim --bin ecs-instance-controller --bin ecs-sim), OUT_DIR default target/images.
-#     Prints the archives' paths.
+#     Prints the archives' paths. For scripts/release.sh, three variables (unset: the above):
+#       BIN_DIR            where the two binaries are (default target/release)
+#       IMAGE_TAG          the images' tag (default dev)
+#       SOURCE_DATE_EPOCH  reproducible archives: every file of the layers, the image's created
+#                          time and its history carry this time, and the archive is written as a
+#                          tar of the OCI layout with sorted entries, this mtime, owner 0:0, so the
+#                          same binaries and host libraries give byte-identical archives.
 #   scripts/build-images.sh --pause BINARY NAME OUT.tar
 #       the pod sandbox ("pause") image of local-node.sh from a static binary.
 #
@@ -45,9 +51,20 @@ copy_with_libs() {
 
 archive() { # container name out.tar
   local c=$1 name=$2 out=$3
-  bud commit --quiet --format oci "$c" "$name" >/dev/null
   rm -f "$out"
-  bud push --quiet "$name" "oci-archive:$out:$name" >/dev/null
+  if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    # buildah's oci-archive writes the layout's files with the time of the push; the layout itself
+    # (index.json, manifest, config, layers) is deterministic once --timestamp fixes the times.
+    bud commit --quiet --timestamp "$SOURCE_DATE_EPOCH" --format oci "$c" "$name" >/dev/null
+    local layout="$store/layout.$RANDOM"
+    bud push --quiet "$name" "oci:$layout:$name" >/dev/null
+    tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+      --mode=u=rwX,go=rX --format=ustar -C "$layout" -cf "$out" blobs index.json oci-layout
+    rm -rf "$layout"
+  else
+    bud commit --quiet --format oci "$c" "$name" >/dev/null
+    bud push --quiet "$name" "oci-archive:$out:$name" >/dev/null
+  fi
   echo "$out"
 }
 
@@ -62,7 +79,8 @@ fi
 
 out=${1:-$root/target/images}
 mkdir -p "$out"
-rel=$root/target/release
+rel=${BIN_DIR:-$root/target/release}
+tag=${IMAGE_TAG:-dev}
 for b in ecs-instance-controller ecs-sim; do
   [ -x "$rel/$b" ] || {
     echo "build-images: $rel/$b missing: cargo build --release --locked -p ecs-instance-controller -p ecs-sim --bin ecs-instance-controller --bin ecs-sim" >&2
@@ -78,13 +96,13 @@ bud copy "$c" "$ca" /etc/ssl/certs/ca-certificates.crt >/dev/null
 copy_with_libs "$c" "$rel/ecs-instance-controller" /usr/local/bin/ecs-instance-controller
 bud config --user 65532:65532 --port 8080 --port 8081 \
   --entrypoint '["/usr/local/bin/ecs-instance-controller"]' --cmd '' "$c"
-archive "$c" localhost/ecs-instance-controller:dev "$out/ecs-instance-controller.oci.tar"
+archive "$c" localhost/ecs-instance-controller:"$tag" "$out/ecs-instance-controller.oci.tar"
 
 # Test-only: the simulator (the Dockerfile's ecs-sim target).
 c=$(bud from --quiet scratch)
 copy_with_libs "$c" "$rel/ecs-sim" /usr/local/bin/ecs-sim
 bud config --user 65532:65532 --entrypoint '["/usr/local/bin/ecs-sim"]' --cmd '' "$c"
-archive "$c" localhost/ecs-sim:dev "$out/ecs-sim.oci.tar"
+archive "$c" localhost/ecs-sim:"$tag" "$out/ecs-sim.oci.tar"
 
 # Test-only: a TCP forwarder (Debian's socat) for deploy/overlays/e2e-shared-sim, where the
 # replicas reach one simulator on the node through their own loopback.
@@ -92,5 +110,5 @@ if [ -x /usr/bin/socat ]; then
   c=$(bud from --quiet scratch)
   copy_with_libs "$c" /usr/bin/socat /usr/bin/socat
   bud config --user 65532:65532 --entrypoint '["/usr/bin/socat"]' --cmd '' "$c"
-  archive "$c" localhost/ecs-e2e-forward:dev "$out/ecs-e2e-forward.oci.tar"
+  archive "$c" localhost/ecs-e2e-forward:"$tag" "$out/ecs-e2e-forward.oci.tar"
 fi
