@@ -434,3 +434,61 @@ fn a_version_that_is_not_the_repositorys_is_refused() {
     refused("0.1", &["is not a semantic version"]);
     refused(&format!("{VERSION}+build.1"), &["build metadata"]);
 }
+
+/// The packaged chart installs on a real API server (its CRDs included) with nothing but the
+/// registry changed, and the Deployment it creates pulls the release's image by digest.
+#[test]
+fn packaged_chart_installs_with_only_the_registry_set() {
+    let plane = testkit::control_plane();
+    let tgz = artefacts().join(format!("{CHART}-{VERSION}.tgz"));
+    let home = scratch("helm-install-home");
+    let helm = |args: &[&str]| {
+        Command::new(helm_binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&plane.kubeconfig)
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()
+            .expect("run helm")
+    };
+    let tgz_arg = tgz.to_str().expect("UTF-8 path");
+    assert_success(
+        "helm install (packaged chart)",
+        &helm(&[
+            "install",
+            "ecs-instance-controller",
+            tgz_arg,
+            "--namespace",
+            "ecs-system",
+            "--create-namespace",
+            "--set",
+            "image.registry=registry.example",
+        ]),
+    );
+    let manifest = assert_success(
+        "helm get manifest",
+        &helm(&[
+            "get",
+            "manifest",
+            "ecs-instance-controller",
+            "--namespace",
+            "ecs-system",
+        ]),
+    );
+    let controller =
+        format!("registry.example/ecs-instance-controller:{VERSION}@{CONTROLLER_DIGEST}");
+    assert_eq!(
+        images(&documents(&manifest)),
+        BTreeMap::from([(CHART.to_owned(), vec![controller])])
+    );
+    // The CRD came with it and is served.
+    let crd = Command::new(plane.kubectl())
+        .arg("--kubeconfig")
+        .arg(&plane.kubeconfig)
+        .args(["get", "crd", "ecsinstances.ecs.alicloud.dev", "-o", "name"])
+        .output()
+        .expect("run kubectl");
+    assert_success("kubectl get crd", &crd);
+}
