@@ -12,13 +12,15 @@
 # changed value, the safe uninstall of docs/operations.md, and a reinstall finishing a deletion
 # made without a controller. Last, the recipe of docs/testing-your-setup.md (the chart with the
 # simulator as a test double: install, apply, delete, the call log), its `sh recipe` blocks run
-# word for word. Prints the time of each stage; a failing stage prints its name and the
-# controller's state.
+# word for word. Then RRSA through the chart (simulator.enabled and rrsa.enabled): the
+# simulator's STS trusts this node's kube-apiserver as OIDC issuer, the controller exchanges its
+# projected ServiceAccount token for a role's temporary keys and releases an instance with them.
+# Prints the time of each stage; a failing stage prints its name and the controller's state.
 #
 # Needs root. Extra arguments go to the e2e test binary (after --test-threads=1).
 # Knobs: E2E_SEED_FILE (simulator seed), E2E_SIM_LOCAL_PORT (default 19100),
 # NODE_E2E_LEADER_ELECTION=0, NODE_E2E_NAMESPACED=0, NODE_E2E_MASS_RESTART=0, NODE_E2E_HELM=0,
-# NODE_E2E_RECIPE=0 (skip a stage; the recipe needs jq), HELM (the helm binary; default: what scripts/build-helm.sh prints),
+# NODE_E2E_RECIPE=0, NODE_E2E_RRSA=0 (skip a stage; the recipe needs jq), HELM (the helm binary; default: what scripts/build-helm.sh prints),
 # NODE_E2E_MASS_COUNT (200), and those of scripts/local-node.sh.
 # Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
 # The install steps are those of scripts/lib/e2e-install.sh, shared with scripts/e2e-kind.sh.
@@ -55,7 +57,7 @@ if [ "${1:-}" != --inside ]; then
   cargo test --locked --test e2e --no-run
   stage "images (scripts/build-images.sh)"
   scripts/build-images.sh "$root/target/images" >/dev/null
-  if [ "${NODE_E2E_HELM:-1}" = 1 ] || [ "${NODE_E2E_RECIPE:-1}" = 1 ]; then
+  if [ "${NODE_E2E_HELM:-1}" = 1 ] || [ "${NODE_E2E_RECIPE:-1}" = 1 ] || [ "${NODE_E2E_RRSA:-1}" = 1 ]; then
     stage "helm (scripts/build-helm.sh)"
     HELM=${HELM:-$(scripts/build-helm.sh)}
     export HELM
@@ -513,6 +515,168 @@ SH
   recipe_block "$blocks"
   [ -z "$(kubectl get deployment,service,secret,configmap -A -l app.kubernetes.io/managed-by=Helm -o name)" ] ||
     { echo "node-e2e: FAILED: the recipe's uninstall left objects" >&2; exit 1; }
+fi
+
+if [ "${NODE_E2E_RRSA:-1}" = 1 ]; then
+  stage "RRSA through the chart (simulator.enabled + rrsa.enabled): the node's ServiceAccount token for a role"
+  HELM=${HELM:-$(scripts/build-helm.sh)}
+  rrsa_helm() {
+    HELM_CONFIG_HOME=$work/helm/config HELM_CACHE_HOME=$work/helm/cache HELM_DATA_HOME=$work/helm/data \
+      "$HELM" "$@"
+  }
+  rrsa_account=2222222222222222
+  rrsa_role=acs:ram::$rrsa_account:role/ecs-releaser
+  rrsa_provider=acs:ram::$rrsa_account:oidc-provider/ack-rrsa-local-node
+  rrsa_instance="i-e2errsa00000001"
+  rrsa_ns=e2e-rrsa
+  rrsa_accounts=ecs-sim-rrsa-accounts
+  rrsa_sim=ecs-instance-controller-sim
+  # The chart's ServiceAccount (release ecs-instance-controller: the names of deploy/).
+  rrsa_subject=system:serviceaccount:$namespace:ecs-instance-controller
+  rrsa_fail() {
+    echo "node-e2e: FAILED: $*" >&2
+    echo "--- the simulator's log ---" >&2
+    kubectl -n "$namespace" logs "deployment/$rrsa_sim" --tail=100 >&2 || true
+    echo "--- the simulator's STS calls ---" >&2
+    kubectl get --raw "/api/v1/namespaces/$namespace/services/$rrsa_sim:9100/proxy/_sim/calls?action=AssumeRoleWithOIDC" >&2 || true
+    exit 1
+  }
+  # As a user switching from deploy/ (a no-op after the Helm or recipe stages' uninstall): the
+  # kustomize objects go; the namespace and the CRD stay.
+  kubectl delete deployment,service,serviceaccount,role,rolebinding -A \
+    -l app.kubernetes.io/part-of=ecs-instance-controller --ignore-not-found
+  kubectl delete clusterrole,clusterrolebinding -l app.kubernetes.io/part-of=ecs-instance-controller \
+    --ignore-not-found
+  for _ in $(seq 180); do
+    [ -z "$(kubectl -n "$namespace" get pods -l app.kubernetes.io/part-of=ecs-instance-controller -o name)" ] &&
+      [ -z "$(kubectl -n "$namespace" get pods -l app.kubernetes.io/name=ecs-instance-controller -o name)" ] && break
+    sleep 0.5
+  done
+
+  # The simulator's STS trusts this node's kube-apiserver as the OIDC issuer of the role's
+  # provider: the issuer it announces (--service-account-issuer) and the public key of its
+  # --service-account-key-file (scripts/local-node.sh), for the chart's ServiceAccount only. The
+  # role's account owns the seeded instance; the default test account (testid) stays, and cannot
+  # see it.
+  rrsa_issuer=$(kubectl get --raw /.well-known/openid-configuration |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["issuer"])')
+  mkdir -p "$work/rrsa"
+  cp "$LOCAL_NODE_DIR/pki/sa.pub" "$work/rrsa/sa.pub"
+  python3 - "$rrsa_role" "$rrsa_provider" "$rrsa_subject" "$rrsa_issuer" >"$work/rrsa/accounts.json" <<'PY2'
+import json, sys
+role, provider, subject, issuer = sys.argv[1:5]
+print(json.dumps({
+    "roles": [{"arn": role, "trustedOidcProviders": [{"providerArn": provider, "subjects": [subject]}]}],
+    "oidcProviders": [{"arn": provider, "issuerUrl": issuer, "clientIds": ["sts.aliyuncs.com"],
+                       "publicKeyFiles": ["sa.pub"]}],
+}, indent=2))
+PY2
+  kubectl -n "$namespace" create configmap "$rrsa_accounts" --from-file=accounts.json="$work/rrsa/accounts.json" \
+    --from-file=sa.pub="$work/rrsa/sa.pub" --dry-run=client -o yaml | kubectl apply -f -
+  cat >"$work/rrsa/values.yaml" <<YAML
+image:
+  registry: localhost
+  tag: dev
+  pullPolicy: Never
+extraEnv:
+  - name: TRANSITION_POLL
+    value: 200ms
+  - name: RESYNC_PERIOD
+    value: 2s
+rrsa:
+  enabled: true
+  roleArn: $rrsa_role
+  oidcProviderArn: $rrsa_provider
+simulator:
+  enabled: true
+  accountsConfigMap: $rrsa_accounts
+  seed:
+    - {instanceId: $rrsa_instance, regionId: cn-hangzhou, status: Stopped, owner: "$rrsa_account"}
+  extraArgs: [--transition-ms=200, --release-linger-ms=500]
+YAML
+  echo "node-e2e: issuer $rrsa_issuer, subject $rrsa_subject, role $rrsa_role" >&2
+  rrsa_helm install ecs-instance-controller charts/ecs-instance-controller -n "$namespace" \
+    -f "$work/rrsa/values.yaml" --wait --timeout 3m >&2
+  kubectl -n "$namespace" wait "deployment/$deployment" --for=condition=Available --timeout=60s
+
+  # The token the kubelet projected into the controller's pod (read from the kubelet's volume on
+  # this node: the image has no shell): the API server's issuer, RRSA's audience, the subject.
+  rrsa_pod=$(kubectl -n "$namespace" get pods -l app.kubernetes.io/name=ecs-instance-controller \
+    -o jsonpath='{.items[0].metadata.name}')
+  rrsa_uid=$(kubectl -n "$namespace" get pod "$rrsa_pod" -o jsonpath='{.metadata.uid}')
+  rrsa_token_file=$LOCAL_NODE_DIR/kubelet/pods/$rrsa_uid/volumes/kubernetes.io~projected/rrsa-oidc-token/token
+  [ -s "$rrsa_token_file" ] || rrsa_fail "no projected token at $rrsa_token_file"
+  python3 - "$rrsa_token_file" "$rrsa_issuer" "$rrsa_subject" <<'PY2' || rrsa_fail "the projected token is not RRSA's"
+import base64, json, sys
+token = open(sys.argv[1]).read().strip()
+payload = token.split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+aud = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+print(f"node-e2e: projected token: iss {claims['iss']}, aud {aud}, sub {claims['sub']}, "
+      f"lifetime {claims['exp'] - claims['iat']}s", file=sys.stderr)
+assert claims["iss"] == sys.argv[2] and aud == ["sts.aliyuncs.com"] and claims["sub"] == sys.argv[3], claims
+PY2
+
+  kubectl create namespace "$rrsa_ns" --dry-run=client -o yaml | kubectl apply -f -
+  kubectl -n "$rrsa_ns" apply -f - <<YAML
+apiVersion: ecs.alicloud.dev/v1alpha1
+kind: EcsInstance
+metadata:
+  name: rrsa
+spec:
+  instanceId: $rrsa_instance
+  regionId: cn-hangzhou
+YAML
+  kubectl -n "$rrsa_ns" wait ecsinstance/rrsa --for=condition=Ready --timeout=60s ||
+    rrsa_fail "ecsinstance/rrsa not Ready: $(kubectl -n "$rrsa_ns" get ecsinstance rrsa -o jsonpath='{.status.conditions}')"
+  observed_role=$(kubectl -n "$rrsa_ns" get ecsinstance rrsa -o jsonpath='{.status.instance.observedWith.roleArn}')
+  [ "$observed_role" = "$rrsa_role" ] || rrsa_fail "observedWith.roleArn is '$observed_role', not $rrsa_role"
+  echo "node-e2e: ecsinstance/rrsa Ready, observed with $observed_role" >&2
+  kubectl -n "$rrsa_ns" delete ecsinstance rrsa --wait=false
+  kubectl -n "$rrsa_ns" wait ecsinstance/rrsa --for=delete --timeout=60s || rrsa_fail "ecsinstance/rrsa not released in 60s"
+
+  # The simulator's call log and sessions, through the API server's Service proxy.
+  sim_api=/api/v1/namespaces/$namespace/services/$rrsa_sim:9100/proxy/_sim
+  kubectl get --raw "$sim_api/calls" >"$work/rrsa/calls.json"
+  kubectl get --raw "$sim_api/sts/sessions" >"$work/rrsa/sessions.json"
+  python3 - "$work/rrsa/calls.json" "$work/rrsa/sessions.json" "$rrsa_instance" "$rrsa_role" "$rrsa_provider" <<'PY2' ||
+import json, sys
+calls, sessions = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+instance, role, provider = sys.argv[3:6]
+ok = lambda c: c.get("httpStatus") == 200
+deletes = [c for c in calls if c["action"] == "DeleteInstance" and (c.get("params") or {}).get("InstanceId") == instance]
+exchanges = [c for c in calls if c["action"] == "AssumeRoleWithOIDC"]
+print(f"node-e2e: DeleteInstance {[(c['accessKeyId'], c['httpStatus'], c['code']) for c in deletes]}; "
+      f"AssumeRoleWithOIDC {[(c['httpStatus'], c['code']) for c in exchanges]}; "
+      f"sessions {[(s['source'], s['roleArn'], s['accessKeyId']) for s in sessions]}", file=sys.stderr)
+accepted = [c for c in deletes if ok(c)]
+assert len(accepted) == 1, f"expected one accepted DeleteInstance of {instance}: {deletes}"
+key = accepted[0]["accessKeyId"]
+assert key.startswith("STS."), f"released with {key}, not a temporary key"
+good = [c for c in exchanges if ok(c)]
+assert good, f"no accepted AssumeRoleWithOIDC: {exchanges}"
+assert all(c["params"].get("RoleArn") == role and c["params"].get("OIDCProviderArn") == provider
+           and c["params"].get("OIDCToken") == "<redacted>" for c in good), good
+assert not [c for c in exchanges if not ok(c)], f"refused exchanges: {exchanges}"
+assert any(s["accessKeyId"] == key and s["roleArn"] == role and s["source"] == "AssumeRoleWithOIDC"
+           for s in sessions), f"{key} is not a session of {role} from AssumeRoleWithOIDC: {sessions}"
+assert not [c for c in calls if c["product"] == "ecs" and c["accessKeyId"] == "testid"], "a call with the test account"
+PY2
+    rrsa_fail "the simulator's call log"
+
+  # The controller's log: names the source, never the token.
+  kubectl -n "$namespace" logs "$rrsa_pod" -c controller >"$work/rrsa/controller.log"
+  grep '"controller credentials"' "$work/rrsa/controller.log" | grep 'oidc_role_arn' | grep -qF "$rrsa_role" ||
+    rrsa_fail "no start-up line naming oidc_role_arn $rrsa_role: $(grep -m1 'controller credentials' "$work/rrsa/controller.log")"
+  rrsa_token=$(cat "$rrsa_token_file")
+  ! grep -qF "$rrsa_token" "$work/rrsa/controller.log" && ! grep -qF "${rrsa_token##*.}" "$work/rrsa/controller.log" &&
+    ! grep -qE 'eyJ[A-Za-z0-9_-]+\.eyJ' "$work/rrsa/controller.log" ||
+    rrsa_fail "the controller's log holds the token"
+  echo "node-e2e: released $rrsa_instance with the role's STS. key after AssumeRoleWithOIDC; the log names $(grep -m1 -o 'oidc_role_arn[^"]*' "$work/rrsa/controller.log"), never the token" >&2
+
+  rrsa_helm uninstall ecs-instance-controller -n "$namespace" --wait --timeout 2m >&2
+  kubectl -n "$namespace" delete configmap "$rrsa_accounts" --ignore-not-found
+  kubectl delete namespace "$rrsa_ns" --wait=false
 fi
 
 stage

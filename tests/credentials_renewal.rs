@@ -225,7 +225,17 @@ async fn newest_session(sim: &EcsSim, source: &str) -> Option<jiff::Timestamp> {
 
 #[tokio::test]
 async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails() {
-    const N: usize = 150;
+    // How many resources: `CREDENTIALS_MASS_N` (default 150; e.g. 1000 for a measurement). The
+    // waits for Ready and for the release grow with it: a second per resource (measured with
+    // 1000: about 1.2 resources a second become Ready while the ready ones resync every 2 s).
+    let n_resources: usize = std::env::var("CREDENTIALS_MASS_N")
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("CREDENTIALS_MASS_N: a number of resources")
+        })
+        .unwrap_or(150);
+    let wait_secs = 120.max(n_resources as u64);
     /// Sessions of 40 s are renewed 30 s after they start (the provider's minimum interval
     /// between renewals), 10 s before they expire: longer than any call waits in the ECS
     /// client's rate limiter (64 passes at 10 calls a second), so no call may go out expired.
@@ -240,7 +250,9 @@ async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails
     )
     .await;
     let h = &setup.h;
-    let ids: Vec<String> = (0..N).map(|n| format!("i-bp1mass{n:08}")).collect();
+    let ids: Vec<String> = (0..n_resources)
+        .map(|n| format!("i-bp1mass{n:08}"))
+        .collect();
     h.sim
         .seed(Value::Array(
             ids.iter()
@@ -258,15 +270,23 @@ async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails
             h.create(&format!("web-{n}"), id, json!({})).await;
         })
         .await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let mut progress = Instant::now();
     loop {
         let (ready, _) = count(h, |r| has_condition(r, READY, "True", "InstanceObserved")).await;
-        if ready == N {
+        if ready == n_resources {
             break;
+        }
+        if progress.elapsed() >= Duration::from_secs(30) {
+            eprintln!(
+                "{ready}/{n_resources} ready after {:?}",
+                ready_started.elapsed()
+            );
+            progress = Instant::now();
         }
         assert!(
             Instant::now() < deadline,
-            "{ready}/{N} ready after 120 s; log:\n{}",
+            "{ready}/{n_resources} ready after {wait_secs} s; log:\n{}",
             controller.log_text()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -295,7 +315,7 @@ async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails
 
     let started = jiff::Timestamp::now();
     let release_started = Instant::now();
-    futures::stream::iter(0..N)
+    futures::stream::iter(0..n_resources)
         .for_each_concurrent(16, |n| async move {
             h.api
                 .delete(&format!("web-{n}"), &DeleteParams::default())
@@ -309,8 +329,8 @@ async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails
             break;
         }
         assert!(
-            release_started.elapsed() < Duration::from_secs(120),
-            "{left} resources left after 120 s"
+            release_started.elapsed() < Duration::from_secs(wait_secs),
+            "{left} resources left after {wait_secs} s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -356,7 +376,7 @@ async fn mass_release_while_the_session_rolls_over_renews_once_and_no_call_fails
     let ecs = ecs_calls(&h.sim).await;
     let failed: Vec<&Value> = ecs.iter().filter(|c| !call_succeeded(c)).collect();
     eprintln!(
-        "{N} ready in {ready_took:?}, released in {took:?}; {} sessions ({during} during the \
+        "{n_resources} ready in {ready_took:?}, released in {took:?}; {} sessions ({during} during the \
          release); {} ECS calls, {} failed",
         sessions.len(),
         ecs.len(),

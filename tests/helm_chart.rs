@@ -783,6 +783,7 @@ fn bad_simulator_values_are_refused() {
         "simulator.image.pullPolicy=Sometimes",
         "simulator.image.digest=md5:abc",
         "simulator.seedConfigMap=Not_A_Name",
+        "simulator.accountsConfigMap=Not_A_Name",
         "simulator.listen=0.0.0.0:9100",
     ] {
         refused(
@@ -817,6 +818,89 @@ fn bad_simulator_values_are_refused() {
             "--set",
             "rrsa.roleArn=acs:ram::1234567890123456:role/r,rrsa.oidcProviderArn=acs:ram::1234567890123456:oidc-provider/p",
         ],
-        "exclude each other",
+        "needs simulator.accountsConfigMap",
+    );
+    refused(
+        &["--set", "simulator.accountsConfigMap=sim-accounts"],
+        "simulator.accountsConfigMap needs simulator.enabled=true",
+    );
+}
+
+/// RRSA against the simulator: the controller gets RRSA's variables and projected token, no
+/// stored key, and the simulator's Service as its STS endpoint; the simulator reads the accounts
+/// file (roles, OIDC providers) from the given ConfigMap.
+#[test]
+fn rrsa_with_the_simulator_exchanges_the_token_at_the_simulators_sts() {
+    let rrsa = [
+        "--set",
+        "simulator.enabled=true,rrsa.enabled=true,simulator.accountsConfigMap=sim-accounts",
+        "--set",
+        "rrsa.roleArn=acs:ram::1234567890123456:role/r,rrsa.oidcProviderArn=acs:ram::1234567890123456:oidc-provider/p",
+    ];
+    let objects = template(&rrsa);
+    let sim = "ecs-instance-controller-sim";
+    let pod = &find(&objects, "Deployment", "ecs-instance-controller")["spec"]["template"]["spec"];
+    let controller = &pod["containers"][0];
+    let endpoint = "http://$(ECS_INSTANCE_CONTROLLER_SIM_SERVICE_HOST):9100";
+    assert_eq!(env_value(controller, "ECS_ENDPOINT")["value"], endpoint);
+    assert_eq!(
+        env_value(controller, "ALIBABA_CLOUD_STS_ENDPOINT")["value"],
+        endpoint
+    );
+    assert_eq!(
+        env_value(controller, "ALIBABA_CLOUD_ROLE_ARN")["value"],
+        "acs:ram::1234567890123456:role/r"
+    );
+    assert_eq!(
+        env_value(controller, "ALIBABA_CLOUD_OIDC_TOKEN_FILE")["value"],
+        "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token"
+    );
+    let names: Vec<&str> = controller["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        "no stored key takes precedence over RRSA in the chain: {names:?}"
+    );
+    assert!(
+        controller["args"]
+            .as_array()
+            .expect("args")
+            .contains(&Value::from("--allow-insecure-endpoint"))
+    );
+    assert_eq!(
+        pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "sts.aliyuncs.com"
+    );
+
+    let sim_pod = &find(&objects, "Deployment", sim)["spec"]["template"]["spec"];
+    let container = &sim_pod["containers"][0];
+    assert!(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .contains(&Value::from("--accounts-file=/accounts/accounts.json"))
+    );
+    assert!(
+        sim_pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == "accounts" && v["configMap"]["name"] == "sim-accounts"),
+        "{sim_pod:#?}"
+    );
+
+    // An STS endpoint of the operator's wins.
+    let mut own = rrsa.to_vec();
+    own.extend_from_slice(&["--set", "credentials.stsEndpoint=http://sts.test:9200"]);
+    let objects = template(&own);
+    let controller = &find(&objects, "Deployment", "ecs-instance-controller")["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert_eq!(
+        env_value(controller, "ALIBABA_CLOUD_STS_ENDPOINT")["value"],
+        "http://sts.test:9200"
     );
 }

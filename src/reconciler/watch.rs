@@ -12,7 +12,10 @@ use kube::{
     },
 };
 
-use crate::{reasons::RECHECK_ANNOTATION, resource::EcsInstance};
+use crate::{
+    reasons::RECHECK_ANNOTATION,
+    resource::{EcsInstance, TAKE_OVER_ANNOTATION},
+};
 
 /// A watch that comes back quickly after an API server outage: one backoff per watch, from
 /// 0.5 s to at most 5 s (kube's default grows to 30 s). backon's jitter adds up to the delay
@@ -99,6 +102,11 @@ pub fn relevant_change(resource: &EcsInstance) -> Option<u64> {
     resource
         .annotations()
         .get(RECHECK_ANNOTATION)
+        .hash(&mut hasher);
+    // Taking an instance over is a person's act on a Stalled resource: look at once.
+    resource
+        .annotations()
+        .get(TAKE_OVER_ANNOTATION)
         .hash(&mut hasher);
     Some(hasher.finish())
 }

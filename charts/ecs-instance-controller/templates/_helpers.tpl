@@ -74,8 +74,11 @@ operator made (serviceAccount.name; e.g. annotated for a cloud identity by anoth
 {{- if and .Values.rrsa.enabled (or (empty .Values.rrsa.roleArn) (empty .Values.rrsa.oidcProviderArn)) }}
 {{- fail "rrsa.enabled=true needs rrsa.roleArn and rrsa.oidcProviderArn (docs/security.md, RRSA on ACK)" }}
 {{- end }}
-{{- if and .Values.simulator.enabled .Values.rrsa.enabled }}
-{{- fail "simulator.enabled=true and rrsa.enabled=true exclude each other: the controller takes the simulator's test account" }}
+{{- if and .Values.simulator.enabled .Values.rrsa.enabled (empty .Values.simulator.accountsConfigMap) }}
+{{- fail "simulator.enabled=true with rrsa.enabled=true needs simulator.accountsConfigMap: the simulator's accounts file with rrsa.roleArn and an OIDC provider trusting the cluster's service-account issuer (ecs-sim/README.md, Accounts file)" }}
+{{- end }}
+{{- if and .Values.simulator.accountsConfigMap (not .Values.simulator.enabled) }}
+{{- fail "simulator.accountsConfigMap needs simulator.enabled=true" }}
 {{- end }}
 {{- if and .Values.simulator.seed .Values.simulator.seedConfigMap }}
 {{- fail "give simulator.seed or simulator.seedConfigMap, not both" }}
