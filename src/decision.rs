@@ -90,8 +90,9 @@ pub enum PolicyFrom {
     Namespace(String),
     /// `--default-deletion-policy`.
     Controller,
-    /// This Namespace's annotation holds this value, which is not a policy: nothing is changed
-    /// in the cloud, and a deletion waits for a person (`InvalidDeletionPolicy`).
+    /// This Namespace's policy cannot be known (why: its annotation is no policy, or the
+    /// Namespaces are not listed): nothing is changed in the cloud, and a deletion waits
+    /// (`InvalidDeletionPolicy`).
     InvalidNamespace(String, String),
 }
 
@@ -138,9 +139,9 @@ impl fmt::Display for Policy {
                 "deletionPolicy is {} (the controller's default, --default-deletion-policy)",
                 self.policy
             ),
-            PolicyFrom::InvalidNamespace(name, value) => write!(
+            PolicyFrom::InvalidNamespace(name, why) => write!(
                 f,
-                "no deletionPolicy is known: namespace {name}'s annotation {NAMESPACE_POLICY_ANNOTATION} is {value:?}, not Delete, Orphan or Observe, so nothing is changed in the cloud"
+                "no deletionPolicy is known: the resource sets none and for namespace {name} {why}, so nothing is changed in the cloud"
             ),
         }
     }

@@ -455,7 +455,8 @@ fn the_policy_comes_from_the_spec_else_the_namespace_else_the_controller() {
     assert!(matches!(pass.call(), CloudCall::Delete(_)));
 
     // An annotation that is no policy: nothing changes in the cloud, the deletion waits.
-    let typo: Result<DeletionPolicy, String> = Err("Orphn".into());
+    let typo: Result<DeletionPolicy, String> =
+        Err("its annotation ecs.alicloud.dev/deletion-policy is \"Orphn\", not a policy".into());
     let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
     pass.policy = Policy::of(&r, Some(("prod", &typo)), DeletionPolicy::Delete);
     let d = pass.done();

@@ -382,8 +382,8 @@ impl Reason {
                 kind: Kind::Stalled,
                 pace: Pace::Recheck,
                 event: EventKind::Warning,
-                meaning: "the resource sets no deletionPolicy and its Namespace's ecs.alicloud.dev/deletion-policy annotation is not Delete, Orphan or Observe; nothing is changed in the cloud",
-                remedy: "Set spec.deletionPolicy, or fix the Namespace's annotation",
+                meaning: "the resource sets no deletionPolicy and its Namespace's ecs.alicloud.dev/deletion-policy annotation is not Delete, Orphan or Observe, or the Namespaces cannot be listed; nothing is changed in the cloud",
+                remedy: "Set spec.deletionPolicy, or fix the Namespace's annotation (or the controller's rights on namespaces)",
             },
             ObservedOnly => Row {
                 kind: Kind::Final,

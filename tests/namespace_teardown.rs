@@ -737,6 +737,8 @@ async fn one_namespace_without_rights_holds_up_only_itself() {
         &[
             &format!("--namespaces={good},{bad}"),
             &format!("--watch-unhealthy-after={}s", UNHEALTHY_AFTER.as_secs()),
+            // Namespaced rights only, as deploy/overlays/namespaced: no Namespace watch.
+            "--namespace-deletion-policies=false",
         ],
         &format!("controller-{good}-{bad}.log"),
     );

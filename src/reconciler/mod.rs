@@ -142,27 +142,48 @@ impl Context {
         tokio::spawn(stream.for_each(|_| async {}));
     }
 
-    /// The policy `resource`'s Namespace annotation sets, if any; waits for the first list of
-    /// Namespaces, since deciding without it could release what the Namespace says to keep.
+    /// The policy `resource`'s Namespace annotation sets, if any, for a resource that sets none.
+    /// Deciding without it could release what the Namespace says to keep, so a Namespace watch
+    /// that has not listed (after a short wait: at start-up it lists in about a second) gives no
+    /// policy: nothing is changed in the cloud and a deletion waits, saying why.
     async fn namespace_policy(
         &self,
         resource: &EcsInstance,
     ) -> Result<Option<(String, Result<DeletionPolicy, String>)>, Error> {
+        const LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
         let Some(store) = self.namespaces.get() else {
             return Ok(None);
         };
-        store
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheStopped)?;
+        if resource.spec.deletion_policy.is_some() {
+            return Ok(None);
+        }
         let name = resource.namespace().unwrap_or_default();
+        match tokio::time::timeout(LIST_WAIT, store.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::CacheStopped),
+            Err(_) => {
+                return Ok(Some((
+                    name,
+                    Err(format!(
+                        "the Namespaces watch has not listed yet (the controller needs list/watch on namespaces, or --namespace-deletion-policies=false; see /healthz and the log)"
+                    )),
+                )));
+            }
+        }
         let annotation = store.get(&ObjectRef::new(&name)).and_then(|namespace| {
             namespace
                 .annotations()
                 .get(NAMESPACE_POLICY_ANNOTATION)
                 .cloned()
         });
-        Ok(annotation.map(|value| (name, value.parse::<DeletionPolicy>().map_err(|_| value))))
+        Ok(annotation.map(|value| {
+            let policy = value.parse::<DeletionPolicy>().map_err(|_| {
+                format!(
+                    "its annotation {NAMESPACE_POLICY_ANNOTATION} is {value:?}, not Delete, Orphan or Observe"
+                )
+            });
+            (name, policy)
+        }))
     }
 
     /// The caches a pass of `resource` reads: its own loop's, once it has listed, and every
