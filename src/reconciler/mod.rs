@@ -164,9 +164,7 @@ impl Context {
             Err(_) => {
                 return Ok(Some((
                     name,
-                    Err(format!(
-                        "the Namespaces watch has not listed yet (the controller needs list/watch on namespaces, or --namespace-deletion-policies=false; see /healthz and the log)"
-                    )),
+                    Err("the Namespaces watch has not listed yet (the controller needs list/watch on namespaces, or --namespace-deletion-policies=false; see /healthz and the log)".to_string()),
                 )));
             }
         }
