@@ -48,7 +48,9 @@ async fn the_flag_allows_a_non_loopback_address_with_a_warning() {
         .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
     assert_ne!(port, "0", "a free port was picked");
     // Reachable (here through loopback, which 0.0.0.0 includes).
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/_sim/health"))
+    let health = testkit::http_client()
+        .get(format!("http://127.0.0.1:{port}/_sim/health"))
+        .send()
         .await
         .expect("the health endpoint answers");
     assert_eq!(health.status(), 200);
