@@ -167,17 +167,8 @@ fn assume_role(
         return Err(EcsError::sts_no_permission());
     }
     check_max_duration(role, request.duration)?;
-    let identity = RoleSession {
-        role: role.arn.clone(),
-        session_name: request.session_name.to_owned(),
-    };
-    let lifetime = timing.sts_lifetime(Duration::from_secs(request.duration));
-    let session = state.sessions.issue(
-        identity,
-        Source::AssumeRole,
-        jiff::Timestamp::now(),
-        lifetime,
-    );
+    let role_arn = role.arn.clone();
+    let session = issue(state, timing, role_arn, &request, Source::AssumeRole);
     Ok(credentials_fields(session))
 }
 
@@ -223,20 +214,36 @@ fn assume_role_with_oidc(
         ("ExpirationTime", unix_time(claims.exp).into()),
         ("IssuanceTime", unix_time(claims.iat).into()),
     ]);
-    let identity = RoleSession {
-        role: role.arn.clone(),
-        session_name: request.session_name.to_owned(),
-    };
-    let lifetime = timing.sts_lifetime(Duration::from_secs(request.duration));
-    let session = state.sessions.issue(
-        identity,
+    let role_arn = role.arn.clone();
+    let session = issue(
+        state,
+        timing,
+        role_arn,
+        &request,
         Source::AssumeRoleWithOIDC,
-        jiff::Timestamp::now(),
-        lifetime,
     );
     let mut fields = credentials_fields(session);
     fields.push(("OIDCTokenInfo", token_info));
     Ok(fields)
+}
+
+/// The session of an accepted assume call: the role, the request's session name, and its
+/// duration as the timing allows (`--sts-max-lifetime-secs`).
+fn issue<'s>(
+    state: &'s mut State,
+    timing: &Timing,
+    role_arn: RoleArn,
+    request: &Request,
+    source: Source,
+) -> &'s Session {
+    let identity = RoleSession {
+        role: role_arn,
+        session_name: request.session_name.to_owned(),
+    };
+    let lifetime = timing.sts_lifetime(Duration::from_secs(request.duration));
+    state
+        .sessions
+        .issue(identity, source, jiff::Timestamp::now(), lifetime)
 }
 
 fn unix_time(seconds: Option<i64>) -> String {
