@@ -1118,6 +1118,13 @@ impl<'a> Draft<'a> {
                     .and_then(|previous| previous.owned_since.clone())
                     .unwrap_or_else(|| self.now.clone())
             }),
+            contested: match owner_uid(instance) {
+                Some(uid) if Some(uid) != self.resource.uid().as_deref() => false,
+                _ => {
+                    !input.claimants.is_empty()
+                        || self.status.instance.as_ref().is_some_and(|i| i.contested)
+                }
+            },
             taken_over_from: is_ours(self.resource, instance)
                 .then(|| {
                     self.status
@@ -1173,11 +1180,11 @@ impl<'a> Draft<'a> {
         self.settle_with(Reason::InstanceObserved, &what, OBSERVE, pace)
     }
 
-    /// Other resources name the instance and our owner tag has not held for
-    /// `ownership_settle` yet: a tag call of theirs decided on an older observation could still
-    /// land and replace it (design.md §3).
+    /// Other resources named the instance (now or since this resource claimed it) and our owner
+    /// tag has not held for `ownership_settle` yet: a tag call of theirs decided on an older
+    /// observation could still land and replace it, even after they are gone (design.md §3).
     fn tag_unsettled(&self, input: &Input) -> bool {
-        !input.claimants.is_empty()
+        self.status.instance.as_ref().is_some_and(|i| i.contested)
             && self
                 .status
                 .instance
@@ -1189,10 +1196,15 @@ impl<'a> Draft<'a> {
     fn confirming_ownership(self) -> Decision {
         let input = self.input();
         let others: Vec<&str> = input.claimants.iter().map(|c| c.name.as_str()).collect();
+        let who = if others.is_empty() {
+            "other resources named it too (gone now, but a tag call of theirs may still land)"
+                .to_string()
+        } else {
+            format!("{} name it too", others.join(", "))
+        };
         let what = format!(
-            "Instance {} carries this resource's owner tag, and {} name it too: the release waits until the tag has held for {}",
+            "Instance {} carries this resource's owner tag, and {who}: the release waits until the tag has held for {}",
             self.resource.spec.instance_id,
-            others.join(", "),
             friendly(input.ownership_settle)
         );
         self.progress(Reason::ConfirmingOwnership, &what, Pace::Transition)

@@ -1195,6 +1195,48 @@ fn the_owner_tag_decides_over_an_older_resource() {
 }
 
 #[test]
+fn a_claimant_gone_before_the_tag_has_held_still_holds_the_release_back() {
+    // Another resource named the instance and was removed; a tag call it decided on an older
+    // observation may still land, so the release waits out the settle time all the same.
+    let r = created_at(observed_then_deleted(OnDelete::default()), now());
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.claimants = vec![claimant(
+        "team-a/twin",
+        "0b8a3c1e-0000-4000-8000-0000000000b1",
+        now(),
+        true,
+    )];
+    let d = pass.done();
+    assert_not_ready(&d, false, "ConfirmingOwnership");
+    let r = after(&r, &d);
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .instance
+            .as_ref()
+            .unwrap()
+            .contested
+    );
+
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.now = now() + SignedDuration::from_secs(5);
+    let d = pass.done();
+    assert_not_ready(&d, false, "ConfirmingOwnership");
+    assert!(condition(&d, RECONCILING).2.contains("gone now"));
+
+    let r = after(&r, &d);
+    let mut pass = Pass::new(&r, owned(InstanceStatus::Stopped));
+    pass.now = now() + SignedDuration::from_mins(2);
+    assert!(matches!(pass.call(), CloudCall::Delete(_)));
+
+    // Never contested: nothing waits.
+    let lone = created_at(observed_then_deleted(OnDelete::default()), now());
+    let pass = Pass::new(&lone, owned(InstanceStatus::Stopped));
+    assert!(matches!(pass.call(), CloudCall::Delete(_)));
+}
+
+#[test]
 fn a_resource_whose_credentials_never_listed_the_instance_does_not_pre_empt_the_owner() {
     let live = created_at(resource(OnDelete::default()), now());
     let mut pass = Pass::new(&live, instance_tagged(InstanceStatus::Running, None));

@@ -111,6 +111,12 @@ async fn run(args: Args) -> Result<(), String> {
         transition: args.transition_poll,
         release_timeout: args.release_timeout,
         release_resend: args.release_resend_after,
+        // Longer than an owner tag can land after its observation (design.md §3).
+        ownership_settle: Timings::default().ownership_settle.max(
+            ecs_client::TAG_SEND_WITHIN
+                + args.ecs_call_deadline
+                + std::time::Duration::from_secs(10),
+        ),
         ..Default::default()
     };
 

@@ -271,7 +271,7 @@ impl Reason {
                 pace: Pace::Recheck,
                 event: EventKind::Warning,
                 meaning: "the instance carries the owner tag of another EcsInstance",
-                remedy: "If this resource replaces that one (a restore, a cluster move) and it exists nowhere any more, annotate this resource ecs.alicloud.dev/take-over-from=<its UID> (docs/operations.md); to keep the instance, set deletionPolicy to Orphan",
+                remedy: "To keep the instance, set deletionPolicy to Orphan; to take it over (this resource replaces that one after a restore or a cluster move, and it exists nowhere any more), set the annotation the message names (docs/operations.md)",
             },
             DependencyViolationRouteEntry => Row {
                 kind: Kind::Stalled,

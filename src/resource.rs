@@ -239,6 +239,12 @@ pub struct ObservedInstance {
     /// for a while: a tag call of theirs still in flight could replace it (design.md §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_since: Option<Time>,
+    /// Other resources named the instance while it was untagged or carried this resource's
+    /// tag. Kept until the tag is another's: the release waits for the tag to hold even after
+    /// they are gone, since a tag call one of them decided may still be on its way
+    /// (design.md §3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contested: bool,
     /// The owner UID this resource took the instance over from (annotation
     /// `ecs.alicloud.dev/take-over-from`), kept while the instance carries this resource's tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]

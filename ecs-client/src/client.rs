@@ -28,6 +28,18 @@ pub const MAX_IDS_PER_DESCRIBE: usize = 100;
 /// A retry is only worth starting with at least this much of the call's deadline left.
 const MIN_RETRY_TIME: Duration = Duration::from_millis(100);
 
+/// How long after it was asked for a `TagResources` attempt may still start. Tags are
+/// last-writer-wins and an owner tag is decided on an observation: one that waited long for
+/// its turn could replace a tag that landed since. With the attempt deadline this bounds how
+/// long after its observation an owner tag can land, which an owner's release waits out
+/// (`ownership_settle` in the controller, 60 s, longer than this plus the attempt deadline).
+pub const TAG_SEND_WITHIN: Duration = Duration::from_secs(20);
+
+/// The bound on when an attempt of `action` may start, counted from the call's start.
+fn send_within(action: &str) -> Option<Duration> {
+    (action == "TagResources").then_some(TAG_SEND_WITHIN)
+}
+
 /// Hook for metrics: called once per HTTP attempt.
 pub trait RequestObserver: Send + Sync {
     /// `outcome_code` is `None` on success, else the API code or a failure label
@@ -369,9 +381,22 @@ impl EcsClient {
         let mut failed = 0;
         // The call's budget: one attempt deadline from its first attempt, retries included.
         let mut budget_end: Option<Instant> = None;
+        let asked = Instant::now();
         loop {
             inner.limiter.acquire(&scope, action).await;
             let started = Instant::now();
+            if let Some(limit) = send_within(action)
+                && started.duration_since(asked) > limit
+            {
+                return Err(EcsError::new(
+                    action,
+                    ErrorKind::NotSentInTime,
+                    format!(
+                        "not sent: its turn under the rate limit came more than {}s after it was asked for",
+                        limit.as_secs()
+                    ),
+                ));
+            }
             let end = *budget_end.get_or_insert(started + inner.attempt_deadline);
             let deadline = end.saturating_duration_since(started);
             let result = inner
@@ -546,6 +571,37 @@ mod tests {
             ..Default::default()
         })
         .expect("accepted with the opt-in");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tag_whose_turn_comes_too_late_is_not_sent() {
+        // One call per 25 s: the second call's turn comes after TAG_SEND_WITHIN.
+        let client = EcsClient::new(ClientConfig {
+            endpoint_override: Some("http://127.0.0.1:9".into()),
+            rate_limit: RateLimitConfig {
+                qps: 0.04,
+                burst: 1,
+                min_qps: 0.04,
+            },
+            retry: RetryConfig {
+                max_attempts: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let creds = Credentials::new("id", "secret", None);
+        let tag = TagInstance {
+            region_id: "cn-hangzhou".into(),
+            instance_id: "i-abc12345".into(),
+            tags: [("k".to_owned(), "v".to_owned())].into(),
+        };
+        let first = client.tag_instance(&creds, &tag).await.unwrap_err();
+        assert_eq!(first.kind(), ErrorKind::Connect, "sent at once: {first}");
+        let late = client.tag_instance(&creds, &tag).await.unwrap_err();
+        assert_eq!(late.kind(), ErrorKind::NotSentInTime, "{late}");
+        assert!(!late.outcome_unknown());
+        assert_eq!(late.class(), ErrorClass::Transient);
     }
 
     #[tokio::test]

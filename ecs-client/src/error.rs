@@ -107,6 +107,10 @@ pub enum ErrorKind {
     Transport,
     /// Refused before sending: the request could not be built (bad region, bad endpoint).
     InvalidRequest,
+    /// Not sent: its turn under the rate limit came later than the call may be sent after the
+    /// observation it was planned from (a tag decided on an old observation could replace a tag
+    /// that landed since).
+    NotSentInTime,
 }
 
 /// A failed ECS call. `Clone` so the batcher can hand every waiter its own copy; boxed so a
@@ -270,7 +274,10 @@ impl EcsError {
             return class;
         }
         match self.0.kind {
-            ErrorKind::Timeout | ErrorKind::Connect | ErrorKind::Transport => ErrorClass::Transient,
+            ErrorKind::Timeout
+            | ErrorKind::Connect
+            | ErrorKind::Transport
+            | ErrorKind::NotSentInTime => ErrorClass::Transient,
             ErrorKind::InvalidRequest => ErrorClass::Terminal,
             ErrorKind::Api | ErrorKind::InvalidBody => match self.0.http_status {
                 Some(s) if s >= 500 => ErrorClass::Transient,
@@ -293,7 +300,7 @@ impl EcsError {
     pub fn outcome_unknown(&self) -> bool {
         match self.0.kind {
             ErrorKind::Timeout | ErrorKind::Transport => true,
-            ErrorKind::Connect | ErrorKind::InvalidRequest => false,
+            ErrorKind::Connect | ErrorKind::InvalidRequest | ErrorKind::NotSentInTime => false,
             ErrorKind::Api | ErrorKind::InvalidBody => match self.0.http_status {
                 Some(500..) => self.class() != ErrorClass::Throttled,
                 Some(200..300) => self.0.kind == ErrorKind::InvalidBody,
@@ -319,6 +326,7 @@ impl EcsError {
             ErrorKind::Connect => "ConnectionFailed",
             ErrorKind::Transport => "TransportError",
             ErrorKind::InvalidRequest => "InvalidRequest",
+            ErrorKind::NotSentInTime => "NotSentInTime",
         })
     }
 }

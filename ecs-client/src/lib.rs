@@ -29,7 +29,7 @@ pub mod sanitize;
 pub mod signing;
 mod transport;
 
-pub use client::{ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, RequestObserver};
+pub use client::{ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, RequestObserver, TAG_SEND_WITHIN};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{EcsError, ErrorClass, ErrorKind};
 pub use model::{

@@ -78,6 +78,11 @@ const REGRESSION_SEEDS: &[u64] = &[
     4613, 8563, 8571, 25764, 44912, 47539,
     // The checker itself: a final event whose finalizer removal failed is not the final word.
     15815,
+    // Finding 6: a claimant removed as a duplicate while its TagResources (decided when the
+    // instance was untagged) was still on its way; the owner, seeing no claimant any more,
+    // released at once, and the late tag landed between its observation and its
+    // DeleteInstance (invariant 1).
+    228184,
 ];
 
 #[test]
