@@ -230,12 +230,16 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 async fn run_controllers(args: &Args, ctx: Arc<Context>, shutdown: CancellationToken) {
     let namespaces = args.watched_namespaces();
-    info!(?namespaces, "controller running");
+    info!(
+        ?namespaces,
+        concurrency = args.concurrency(),
+        "controller running"
+    );
     join_all(namespaces.into_iter().map(|namespace| {
         reconciler::run(
             ctx.clone(),
             namespace,
-            args.concurrency,
+            args.concurrency(),
             shutdown.clone().cancelled_owned(),
         )
     }))

@@ -35,6 +35,7 @@ use kube::{
         watcher,
     },
 };
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 pub use credentials::{CredentialsPolicy, Namespaces};
@@ -307,6 +308,8 @@ pub async fn run(
         .touched_objects();
     let store = reader.clone();
     let secret_ctx = ctx.clone();
+    let shutdown = shutdown.shared();
+    let turns = Arc::new(Semaphore::new(concurrency.into()));
     Controller::for_stream(instances, reader)
         .watches_stream(secrets, move |secret| {
             let namespace = secret.namespace().unwrap_or_default();
@@ -322,10 +325,13 @@ pub async fn run(
             }
             watch::referencing(&store, Some(&namespace), &name)
         })
-        .with_config(controller::Config::default().concurrency(concurrency))
         .trigger_backoff(watch::NoTriggerBackoff)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            move |resource, ctx| in_turn(resource, ctx, turns.clone(), shutdown.clone()),
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 match error {
@@ -338,9 +344,32 @@ pub async fn run(
         .await;
 }
 
+/// Waits for one of `turns` (first come, first served), then reconciles. kube-runtime's own
+/// concurrency limit takes the next object from an unordered set: under sustained load (a mass
+/// release, a short resync) the same few objects lost every draw and waited for ever, some
+/// without even a finalizer. A waiting object holds only a small future; the pass itself is
+/// boxed once its turn comes.
+async fn in_turn(
+    resource: Arc<EcsInstance>,
+    ctx: Arc<Context>,
+    turns: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Action, Error> {
+    let _turn = tokio::select! {
+        turn = turns.acquire_owned() => turn.expect("the semaphore is never closed"),
+        () = shutdown => return Ok(Action::await_change()),
+    };
+    Box::pin(reconcile(resource, ctx)).await
+}
+
 async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Ownership is decided on the caches: never before this namespace's first complete list.
     let stores = ctx.stores_for(&resource).await?;
+    // The resource as the cache holds it now: it may have changed while it waited for its turn.
+    let reference = ObjectRef::from_obj(resource.as_ref());
+    let Some(resource) = stores.iter().find_map(|store| store.get(&reference)) else {
+        return Ok(Action::await_change());
+    };
     let cache: Vec<Arc<EcsInstance>> = stores.iter().flat_map(|store| store.state()).collect();
     let mut view = view(&resource, cache.iter().map(Arc::as_ref));
     view.namespace_policy = ctx.namespace_policy(&resource).await?;
