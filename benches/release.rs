@@ -107,6 +107,9 @@ enum Mode {
     Unbatched,
     /// As shipped, with the ECS latency of `--latency-ms` on every call.
     Latency,
+    /// As shipped, the instances not yet tagged: N new resources adopt existing instances
+    /// (one owner tag each) before they are Ready; the release follows as in the other modes.
+    Adopt,
 }
 
 impl fmt::Display for Mode {
@@ -115,6 +118,7 @@ impl fmt::Display for Mode {
             Mode::Batched => "batched",
             Mode::Unbatched => "unbatched",
             Mode::Latency => "latency",
+            Mode::Adopt => "adopt",
         })
     }
 }
@@ -244,16 +248,22 @@ async fn run_mode(
         .await
         .into_iter()
         .collect::<Result<Vec<String>, String>>()?;
-    // Already adopted: the owner tags the controller would have put on them.
+    // Already adopted: the owner tags the controller would have put on them (not in the
+    // adoption mode, where tagging them is what is measured).
     let specs = uids
         .iter()
         .enumerate()
         .map(|(i, uid)| {
+            let tags = if mode == Mode::Adopt {
+                json!({})
+            } else {
+                json!({ OWNER_TAG: format!("{}/{}", ns.name, names[i]), OWNER_UID_TAG: uid })
+            };
             json!({
                 "instanceId": instance(i),
                 "regionId": REGION,
                 "status": "Stopped",
-                "tags": { OWNER_TAG: format!("{}/{}", ns.name, names[i]), OWNER_UID_TAG: uid },
+                "tags": tags,
             })
         })
         .collect();
@@ -283,6 +293,7 @@ async fn run_mode(
     wait_until(&tally, |t| t.ready == n, "every resource Ready").await?;
     let to_ready = started.elapsed();
     let ready_calls = sim.calls(None).await;
+    let ready_rss_mib = process_memory_mib(pid, "VmRSS")?;
 
     // Idle: every resource Ready, nothing to do until the resync.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -364,6 +375,11 @@ async fn run_mode(
             .iter()
             .filter(|c| c["action"] == "DescribeInstances")
             .count(),
+        ready_tags: ready_calls
+            .iter()
+            .filter(|c| c["action"] == "TagResources")
+            .count(),
+        ready_rss_mib,
         idle,
         release: last_gone.duration_since(deleted),
         deletes_sent,
@@ -475,6 +491,9 @@ struct Figures {
     created: Duration,
     to_ready: Duration,
     ready_describes: usize,
+    ready_tags: usize,
+    /// The controller's RSS when every resource had just become Ready.
+    ready_rss_mib: f64,
     idle: Idle,
     release: Duration,
     /// How long sending the N DELETE requests took.
@@ -527,13 +546,16 @@ impl Figures {
             Mode::Batched => "batched (as shipped)".to_owned(),
             Mode::Unbatched => "unbatched baseline (--ecs-describe-batch-max 1)".to_owned(),
             Mode::Latency => format!("batched, +{} ms ECS latency", args.latency_ms),
+            Mode::Adopt => "batched, N new resources adopt untagged instances".to_owned(),
         };
         println!("\n== mode {}: {mode}", self.mode);
         println!(
-            "  set-up: {n} resources created and their instances seeded in {:.1} s; all Ready {:.1} s after the controller started ({} DescribeInstances)",
+            "  set-up: {n} resources created and their instances seeded in {:.1} s; all Ready {:.1} s after the controller started ({} DescribeInstances, {} TagResources; RSS {:.1} MiB)",
             self.created.as_secs_f64(),
             self.to_ready.as_secs_f64(),
-            self.ready_describes
+            self.ready_describes,
+            self.ready_tags,
+            self.ready_rss_mib
         );
         println!(
             "  idle with {n} Ready: {:.3} CPU cores over {:.0} s, RSS {:.1} MiB, {} ECS calls",
@@ -647,6 +669,7 @@ fn compare(args: &Args, results: &[Figures]) {
             f.idle.cpu / f.idle.seconds,
         );
     }
+    targets(args, results);
     let find = |mode| results.iter().find(|f| f.mode == mode);
     if let (Some(batched), Some(baseline)) = (find(Mode::Batched), find(Mode::Unbatched)) {
         let describes = |f: &Figures| f.ecs_calls(Some("DescribeInstances")).max(1) as f64;
@@ -742,4 +765,67 @@ async fn apiserver_requests(client: &Client) -> Result<Requests, String> {
         *requests.0.entry((label("verb"), resource)).or_default() += count;
     }
     Ok(requests)
+}
+
+/// The targets of the "Tight at every size" work, each met or missed, for the modes that run
+/// with default flags (batched and adopt; the baseline and the latency mode are for comparison).
+fn targets(args: &Args, results: &[Figures]) {
+    let default_flags = args.controller_args.is_empty();
+    println!(
+        "\n== targets (N = {}, quota {}/s{})",
+        args.n,
+        args.quota,
+        if default_flags {
+            ""
+        } else {
+            "; extra controller flags: the targets are for default flags"
+        }
+    );
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    for f in results
+        .iter()
+        .filter(|f| matches!(f.mode, Mode::Batched | Mode::Adopt))
+    {
+        let floor = f.n as f64 / args.quota;
+        let ratio = f.release.as_secs_f64() / floor;
+        let allowed = if f.n >= 1000 { 1.1 } else { 1.5 };
+        println!(
+            "  {:<8} release time        {ratio:.2} × N/quota   target ≤ {allowed} × {}",
+            f.mode.to_string(),
+            verdict(ratio <= allowed)
+        );
+        let calls = f.per_release(f.ecs_calls(None));
+        println!(
+            "  {:<8} ECS calls/release   {calls:.3}            target ≤ 1.1     {}",
+            f.mode.to_string(),
+            verdict(calls <= 1.1)
+        );
+        if f.n <= 10_000 {
+            let rss = f.idle.rss_mib.max(f.ready_rss_mib);
+            println!(
+                "  {:<8} RSS steady / peak   {rss:.1} / {:.1} MiB   target < 40 MiB at ≤ 10,000 {}",
+                f.mode.to_string(),
+                f.peak_rss_mib,
+                verdict(rss < 40.0 && f.peak_rss_mib < 40.0)
+            );
+        } else {
+            println!(
+                "  {:<8} RSS steady / peak   {:.1} / {:.1} MiB   ({:.2} KiB per resource above 16 MiB; no target above 10,000)",
+                f.mode.to_string(),
+                f.idle.rss_mib,
+                f.peak_rss_mib,
+                (f.idle.rss_mib - 16.0) * 1024.0 / f.n as f64
+            );
+        }
+        if f.mode == Mode::Adopt {
+            // 120 s for 10,000 at 10 calls/s, in proportion for other N and quotas.
+            let allowed = 120.0 * (f.n as f64 / 10_000.0) * (10.0 / args.quota);
+            let took = f.to_ready.as_secs_f64();
+            println!(
+                "  adopt    all Ready           {took:.1} s ({} TagResources)   target ≤ {allowed:.1} s {}",
+                f.ready_tags,
+                verdict(took <= allowed)
+            );
+        }
+    }
 }

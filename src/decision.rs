@@ -395,6 +395,43 @@ fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
 }
 
 pub fn plan(input: &Input) -> Plan {
+    hold_while_own_tag_may_land(input, plan_from_observation(input))
+}
+
+/// A resource that sent `TagResources` is not removed without a release until that call has
+/// had time to land (`ownership_settle` after it was sent): a late tag would leave the
+/// instance tagged for a resource that no longer exists (design.md §3). It looks again
+/// meanwhile; once its tag shows, it is the owner.
+fn hold_while_own_tag_may_land(input: &Input, plan: Plan) -> Plan {
+    let Plan::Done(decision) = &plan else {
+        return plan;
+    };
+    let released = conditions::find(&decision.status.conditions, RELEASED).is_some_and(|c| {
+        c.reason == Reason::Released.as_str() || c.reason == Reason::AlreadyGone.as_str()
+    });
+    let in_flight = decision
+        .status
+        .instance
+        .as_ref()
+        .and_then(|i| i.tag_requested_at.as_ref())
+        .filter(|at| input.now.duration_since(at.0) < input.ownership_settle);
+    let (Next::RemoveFinalizer, false, Some(at)) = (&decision.next, released, in_flight) else {
+        return plan;
+    };
+    let mut draft = Draft::new(input.resource, Some(input), input.now);
+    if let Observation::Present(instance) = input.observation {
+        draft.observed(instance);
+    }
+    let what = format!(
+        "This resource sent TagResources for instance {} at {}; it may still land, so the resource is removed only once it has had {} to (or its tag shows, and it is the owner)",
+        input.resource.spec.instance_id,
+        at.0,
+        friendly(input.ownership_settle)
+    );
+    Plan::Done(draft.progress(Reason::ConfirmingOwnership, &what, Pace::Transition))
+}
+
+fn plan_from_observation(input: &Input) -> Plan {
     let mut draft = Draft::new(input.resource, Some(input), input.now);
     if is_deleting(input.resource)
         && let PolicyFrom::InvalidNamespace(..) = input.policy.from
@@ -717,6 +754,9 @@ impl<'a> Draft<'a> {
             .status
             .as_ref()
             .and_then(|s| s.last_error.clone());
+        if let (CloudCall::Tag(_), Some(instance)) = (&call, self.status.instance.as_mut()) {
+            instance.tag_requested_at = Some(self.now.clone());
+        }
         if let CloudCall::Delete(_) = call {
             self.status.release = Some(ReleaseRecord {
                 request_id: None,
@@ -1124,6 +1164,14 @@ impl<'a> Draft<'a> {
                     !input.claimants.is_empty()
                         || self.status.instance.as_ref().is_some_and(|i| i.contested)
                 }
+            },
+            tag_requested_at: if is_ours(self.resource, instance) {
+                None
+            } else {
+                self.status
+                    .instance
+                    .as_ref()
+                    .and_then(|i| i.tag_requested_at.clone())
             },
             taken_over_from: is_ours(self.resource, instance)
                 .then(|| {

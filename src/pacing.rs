@@ -117,6 +117,18 @@ pub fn delay(timings: &Timings, pace: Pace, failures: &mut u32, unit: f64) -> Du
     base
 }
 
+/// A transition poll moved onto a grid shared by every resource: the first multiple of the
+/// transition period (counted from the epoch, `since_epoch` now) at least half a period away.
+/// Polls of resources released over the same seconds then wake together and their lookups share
+/// one `DescribeInstances` batch instead of one each; the wait stays between a half and one and
+/// a half periods (a period on average).
+pub fn on_transition_grid(period: Duration, since_epoch: Duration) -> Duration {
+    let period_ms = period.as_millis().max(1);
+    let earliest = since_epoch.as_millis() + period_ms / 2;
+    let wake = earliest.div_ceil(period_ms) * period_ms;
+    Duration::from_millis((wake - since_epoch.as_millis()) as u64)
+}
+
 /// `base · 2^(failures−1)`, capped, then "equal jitter": half fixed, half random, so retries of
 /// many resources that failed together spread out instead of arriving in waves.
 pub fn exponential_with_jitter(
@@ -175,6 +187,30 @@ mod tests {
             after_reset <= Duration::from_secs(2),
             "the count was reset: {after_reset:?}"
         );
+    }
+
+    #[test]
+    fn transition_polls_wake_on_a_shared_grid() {
+        let period = Duration::from_secs(3);
+        for (now_ms, wait_ms) in [
+            (0, 3000),
+            (1000, 2000),
+            (1499, 1501),
+            (1500, 1500),
+            (1501, 4499),
+            (2999, 3001),
+        ] {
+            assert_eq!(
+                on_transition_grid(period, Duration::from_millis(now_ms)),
+                Duration::from_millis(wait_ms),
+                "now {now_ms} ms"
+            );
+        }
+        // Resources polled at different moments of one period wake at the same instant.
+        let wake = |now: u64| {
+            now + on_transition_grid(period, Duration::from_millis(now)).as_millis() as u64
+        };
+        assert_eq!(wake(10_600), wake(11_900));
     }
 
     #[test]

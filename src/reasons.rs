@@ -158,8 +158,8 @@ impl Reason {
                 kind: Kind::Progress,
                 pace: Pace::Transition,
                 event: EventKind::None,
-                meaning: "another EcsInstance names the same instance: the release waits until this resource's owner tag has held for a while",
-                remedy: "Nothing to do: the release goes ahead once the tag has held; delete the other EcsInstance if it is a mistake",
+                meaning: "another EcsInstance names (or named) the same instance, or a tag call of this resource may still land: the deletion waits until the owner tag has held for a while",
+                remedy: "Nothing to do: the deletion goes ahead once the tag has held (at most a minute and a half); delete the other EcsInstance if it is a mistake",
             },
             WaitingForInitialization => Row {
                 kind: Kind::Progress,

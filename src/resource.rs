@@ -245,6 +245,12 @@ pub struct ObservedInstance {
     /// (design.md §3).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub contested: bool,
+    /// When this resource last sent `TagResources` for the instance (recorded before the
+    /// call), until an observation shows its tag. A tag call can land long after it was sent:
+    /// until `ownership_settle` has passed, the resource is not removed without a release
+    /// (design.md §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_requested_at: Option<Time>,
     /// The owner UID this resource took the instance over from (annotation
     /// `ecs.alicloud.dev/take-over-from`), kept while the instance carries this resource's tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]

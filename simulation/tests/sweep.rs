@@ -83,6 +83,10 @@ const REGRESSION_SEEDS: &[u64] = &[
     // released at once, and the late tag landed between its observation and its
     // DeleteInstance (invariant 1).
     228184,
+    // Finding 7: a duplicate removed while its own TagResources was still on its way; the tag
+    // landed after and left the instance tagged for a resource that no longer existed
+    // (invariant 2).
+    121784,
 ];
 
 #[test]
