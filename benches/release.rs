@@ -304,6 +304,7 @@ async fn run_mode(
         seconds: idle_started.elapsed().as_secs_f64(),
         cpu: process_cpu_seconds(pid)? - cpu_before,
         rss_mib: process_memory_mib(pid, "VmRSS")?,
+        peak_mib: process_memory_mib(pid, "VmHWM")?,
         ecs_calls: sim.calls(None).await.len() - calls_before,
     };
 
@@ -482,6 +483,8 @@ struct Idle {
     seconds: f64,
     cpu: f64,
     rss_mib: f64,
+    /// Peak RSS of the process until the end of the idle time (before the release).
+    peak_mib: f64,
     ecs_calls: usize,
 }
 
@@ -558,10 +561,11 @@ impl Figures {
             self.ready_rss_mib
         );
         println!(
-            "  idle with {n} Ready: {:.3} CPU cores over {:.0} s, RSS {:.1} MiB, {} ECS calls",
+            "  idle with {n} Ready: {:.3} CPU cores over {:.0} s, RSS {:.1} MiB (peak so far {:.1} MiB), {} ECS calls",
             self.idle.cpu / self.idle.seconds,
             self.idle.seconds,
             self.idle.rss_mib,
+            self.idle.peak_mib,
             self.idle.ecs_calls
         );
         println!(
@@ -803,10 +807,11 @@ fn targets(args: &Args, results: &[Figures]) {
         if f.n <= 10_000 {
             let rss = f.idle.rss_mib.max(f.ready_rss_mib);
             println!(
-                "  {:<8} RSS steady / peak   {rss:.1} / {:.1} MiB   target < 40 MiB at ≤ 10,000 {}",
+                "  {:<8} RSS with N Ready    steady {rss:.1} / peak {:.1} MiB   target < 40 MiB at ≤ 10,000 {} (during the release: peak {:.1} MiB)",
                 f.mode.to_string(),
-                f.peak_rss_mib,
-                verdict(rss < 40.0 && f.peak_rss_mib < 40.0)
+                f.idle.peak_mib,
+                verdict(rss < 40.0 && f.idle.peak_mib < 40.0),
+                f.peak_rss_mib
             );
         } else {
             println!(

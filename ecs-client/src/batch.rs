@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
@@ -32,8 +34,12 @@ type Answer = Result<Option<Instance>, EcsError>;
 
 pub(crate) struct Batcher<K> {
     window: Duration,
+    /// A batch that is not full waits at least this long after the previous call for its key.
+    spacing: Duration,
     max_ids: usize,
     pending: Arc<Mutex<HashMap<K, Pending>>>,
+    /// When the last call for each key went out.
+    last_run: Arc<Mutex<HashMap<K, Instant>>>,
     generations: AtomicU64,
 }
 
@@ -70,11 +76,13 @@ impl Pending {
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
-    pub(crate) fn new(window: Duration, max_ids: usize) -> Self {
+    pub(crate) fn new(window: Duration, spacing: Duration, max_ids: usize) -> Self {
         Self {
             window,
+            spacing,
             max_ids: max_ids.max(1),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            last_run: Arc::new(Mutex::new(HashMap::new())),
             generations: AtomicU64::new(0),
         }
     }
@@ -89,9 +97,10 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                 let generation = self.generations.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(close_after(
                     self.pending.clone(),
+                    self.last_run.clone(),
                     key.clone(),
                     generation,
-                    self.window,
+                    (self.window, self.spacing),
                     ready,
                 ));
                 Pending {
@@ -113,6 +122,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
             }
         };
         if let Some(batch) = full {
+            ran(&self.last_run, key);
             tokio::spawn(batch.run());
         }
         rx.await.unwrap_or_else(|_| {
@@ -125,17 +135,32 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
     }
 }
 
-/// The batch's timer: when the window ends and the call's turn has come, run the batch unless it
-/// already ran because it filled up (then a later batch may sit under the same key, told apart
-/// by its generation).
-async fn close_after<K: Hash + Eq>(
+fn ran<K: Hash + Eq>(last_run: &Mutex<HashMap<K, Instant>>, key: K) {
+    let mut last_run = last_run.lock().unwrap_or_else(|e| e.into_inner());
+    last_run.insert(key, Instant::now());
+}
+
+/// The batch's timer: when the window ends, `spacing` has passed since the key's last call
+/// (lookups that trickle in at a steady rate, such as passes started one by one as release
+/// turns come, then share calls instead of sending one each) and the call's turn has come, run
+/// the batch unless it already ran because it filled up (then a later batch may sit under the
+/// same key, told apart by its generation).
+async fn close_after<K: Hash + Eq + Clone>(
     pending: Arc<Mutex<HashMap<K, Pending>>>,
+    last_run: Arc<Mutex<HashMap<K, Instant>>>,
     key: K,
     generation: u64,
-    window: Duration,
+    (window, spacing): (Duration, Duration),
     ready: Ready,
 ) {
     tokio::time::sleep(window).await;
+    let previous = {
+        let last_run = last_run.lock().unwrap_or_else(|e| e.into_inner());
+        last_run.get(&key).copied()
+    };
+    if let Some(previous) = previous {
+        tokio::time::sleep_until(previous + spacing).await;
+    }
     ready.await;
     let batch = {
         let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,6 +170,7 @@ async fn close_after<K: Hash + Eq>(
         }
     };
     if let Some(batch) = batch {
+        ran(&last_run, key);
         batch.run().await;
     }
 }
@@ -209,7 +235,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_stays_open_until_its_call_would_be_admitted() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         let recorder = Recorder::default();
         let start = Instant::now();
         // The limiter admits the next call only after 500 ms: lookups arriving meanwhile join.
@@ -236,8 +266,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn lookups_trickling_in_share_calls_spaced_apart() {
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::from_secs(1),
+            100,
+        ));
+        let recorder = Recorder::default();
+        let start = Instant::now();
+        // One lookup every 100 ms for 3 s: one call at once, then one a second.
+        let tasks: Vec<_> = (0..30)
+            .map(|n| {
+                let (b, r) = (batcher.clone(), recorder.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100 * n)).await;
+                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), at_once()).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let calls = recorder.0.lock().unwrap().clone();
+        let at: Vec<Duration> = calls.iter().map(|(t, _)| *t - start).collect();
+        assert_eq!(calls.len(), 4, "{at:?}");
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_secs(1), "{at:?}");
+        }
+        assert_eq!(calls.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrent_lookups_become_batches_of_at_most_100() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         let recorder = Recorder::default();
         let tasks: Vec<_> = (0..250)
             .map(|n| {
@@ -264,7 +329,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn duplicate_ids_are_fetched_once_and_keys_are_separate() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         let recorder = Recorder::default();
         let lookups = ["a", "a", "a", "b"].map(|key| {
             let (b, r) = (batcher.clone(), recorder.clone());
@@ -279,7 +348,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_window_closes_a_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         let recorder = Recorder::default();
         let start = Instant::now();
         let first = {
@@ -300,7 +373,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_instance_nobody_asked_for_fails_every_lookup_of_the_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         // What `describe_instances` makes of an answer that lists `I-0001` for `i-0001` (a
         // confused server): none of the batch, found or not, may read as absent.
         let confused = || -> Fetch {
@@ -331,7 +408,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_waiter_gets_the_error() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 100));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            100,
+        ));
         let failing = || -> Fetch {
             Box::new(|_ids: Vec<String>| {
                 async {
@@ -359,7 +440,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_waiter_does_not_cancel_the_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(Duration::from_millis(20), 2));
+        let batcher = Arc::new(Batcher::<&'static str>::new(
+            Duration::from_millis(20),
+            Duration::ZERO,
+            2,
+        ));
         let recorder = Recorder::default();
         let cancelled = {
             let (b, r) = (batcher.clone(), recorder.clone());

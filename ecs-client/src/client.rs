@@ -79,6 +79,10 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// How long the batcher collects lookups before it calls `DescribeInstances`; default 20 ms.
     pub batch_window: Duration,
+    /// A batch that is not full goes no sooner than this after the previous `DescribeInstances`
+    /// of its scope, so lookups arriving one by one share calls; default zero (the controller
+    /// sets a third of its transition poll, at most 1 s).
+    pub batch_spacing: Duration,
     /// Most IDs one batched `DescribeInstances` carries (1 ..= 100; 1 turns batching off);
     /// default 100.
     pub batch_max_ids: usize,
@@ -99,6 +103,7 @@ impl Default for ClientConfig {
             rate_limit: RateLimitConfig::default(),
             retry: RetryConfig::default(),
             batch_window: Duration::from_millis(20),
+            batch_spacing: Duration::ZERO,
             batch_max_ids: MAX_IDS_PER_DESCRIBE,
             observer: None,
         }
@@ -119,6 +124,7 @@ impl fmt::Debug for ClientConfig {
             .field("rate_limit", &self.rate_limit)
             .field("retry", &self.retry)
             .field("batch_window", &self.batch_window)
+            .field("batch_spacing", &self.batch_spacing)
             .field("batch_max_ids", &self.batch_max_ids)
             .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
             .finish()
@@ -190,7 +196,11 @@ impl EcsClient {
                 limiter: RateLimiter::new(config.rate_limit),
                 retry: config.retry,
                 attempt_deadline: config.attempt_deadline,
-                batcher: Batcher::new(config.batch_window, config.batch_max_ids),
+                batcher: Batcher::new(
+                    config.batch_window,
+                    config.batch_spacing,
+                    config.batch_max_ids,
+                ),
                 observer: config.observer,
             }),
         })
@@ -582,6 +592,7 @@ mod tests {
                 qps: 0.04,
                 burst: 1,
                 min_qps: 0.04,
+                start_share: 0.5,
             },
             retry: RetryConfig {
                 max_attempts: 1,

@@ -16,16 +16,17 @@
 //!   the saved value is stale by the time it is read (other tools' load changes, and the quota
 //!   is raised or lowered in Quota Center); a wrong saved value is as bad as none;
 //! * start every bucket slow, as Alibaba Cloud advises after a `Throttling` answer (probe at
-//!   1 call/s), and climb while answers come back unthrottled. This costs a few seconds of ramp
-//!   after a start (from 1/s to the default 10/s in about 3.3 s of saturated traffic; a process
-//!   that is not saturating its quota never notices) and needs no state anywhere.
+//!   1 call/s), and climb while answers come back unthrottled. This costs about a second of ramp
+//!   after a start (from half the quota to all of it; a process that is not saturating its
+//!   quota never notices) and needs no state anywhere.
 //!
 //! We do the second. The rules, per bucket:
 //!
-//! * **Slow start**: a new bucket runs at `min(qps, max(min_qps, 1))` calls/s with room for one
-//!   call, not at `qps` with `burst` saved. Until the scope's first throttling answer the rate
-//!   doubles every second of saturated traffic (as TCP's slow start does): 1/s to the default
-//!   10/s in about 3.3 s, to 50/s in 5.6 s, never above `qps`.
+//! * **Slow start**: a new bucket runs at half the configured quota (`qps / 2`, at least 1/s,
+//!   within `[min_qps, qps]`) with room for one call, not at `qps` with `burst` saved. Until the
+//!   scope's first throttling answer the rate doubles every second of saturated traffic (as
+//!   TCP's slow start does): the full `qps` after about a second, never above it. Half the
+//!   quota is what `--ecs-qps` lets an operator promise; a crash loop never exceeds it.
 //! * **Additive increase** once throttled: every call the API answers without throttling (errors
 //!   such as a 5xx included: the quota let it through) adds `ramp / rate` to the rate, i.e. `ramp` calls/s per
 //!   second — but only while the bucket is the bottleneck (a call had to wait for its turn in
@@ -48,6 +49,9 @@
 //!   caller already waiting for a turn computed at the old rate queues again at the new one
 //!   (an epoch counter tells them), so nobody sends sooner than the new rate allows. A burst of
 //!   throttled answers from one quota window counts once (1 s debounce).
+//! * **Never more than `qps` in a second**: a turn that has come still waits until fewer than
+//!   `qps` calls went out in the last second, so saved tokens plus the refill never put more
+//!   than a fixed-window quota of `qps` into one window (they could put twice that).
 //! * **Retries wait their turn**: every attempt, the first and every retry (in-client retries of
 //!   reads, and the reconciler's later retry of a throttled Stop/Delete, which is a new call),
 //!   goes through [`RateLimiter::acquire`], so a throttled mutating call is never repeated sooner
@@ -71,8 +75,8 @@ use tokio::time::Instant;
 /// runs, so the defaults stay well below ECS's published per-API quotas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
-    /// Highest rate in calls per second (default 10). A new bucket starts at 1/s (slow start)
-    /// and climbs to this while calls go through.
+    /// Highest rate in calls per second (default 10). A new bucket starts at
+    /// `start_share` of it (slow start) and climbs to this while calls go through.
     pub qps: f64,
     /// Calls allowed at once after a quiet period, once the rate has climbed (default 20); the
     /// saved burst is one second of calls at the current rate, at most this, and one call
@@ -80,6 +84,8 @@ pub struct RateLimitConfig {
     pub burst: u32,
     /// The rate never drops below this however often the API throttles (default 0.5).
     pub min_qps: f64,
+    /// The share of `qps` a new bucket starts at (default 0.5; at least 1 call/s).
+    pub start_share: f64,
 }
 
 impl Default for RateLimitConfig {
@@ -88,6 +94,7 @@ impl Default for RateLimitConfig {
             qps: 10.0,
             burst: 20,
             min_qps: 0.5,
+            start_share: 0.5,
         }
     }
 }
@@ -106,13 +113,22 @@ impl RateLimitConfig {
                 self.min_qps
             ));
         }
+        if !(0.0..=1.0).contains(&self.start_share) {
+            return Err(format!(
+                "rate limit start_share must be in [0, 1], got {}",
+                self.start_share
+            ));
+        }
         Ok(())
     }
 
-    /// The rate of a new bucket: 1 call/s (Alibaba Cloud's advice for probing a quota), within
-    /// `[min_qps, qps]`.
+    /// The rate of a new bucket: half the configured quota (at least 1 call/s, Alibaba Cloud's
+    /// advice for probing a quota), within `[min_qps, qps]`.
     fn start_qps(&self) -> f64 {
-        START_QPS.max(self.min_qps).min(self.qps)
+        (self.qps * self.start_share)
+            .max(START_QPS)
+            .max(self.min_qps)
+            .min(self.qps)
     }
 
     /// Additive increase in calls/s per second of saturated traffic below the probing zone.
@@ -121,7 +137,7 @@ impl RateLimitConfig {
     }
 }
 
-/// Rate of a new bucket before `min_qps`/`qps` bounds.
+/// The slowest start, before the `min_qps`/`qps` bounds.
 const START_QPS: f64 = 1.0;
 /// Up to this share of the quota's last known level, the rate climbs at full `ramp`...
 const PROBE_FROM: f64 = 0.9;
@@ -176,9 +192,29 @@ struct Bucket {
     /// When the calls the API answered without throttling within the last quota window were
     /// answered (at most about `qps` entries).
     answered: VecDeque<Instant>,
+    /// When the calls of the last quota window were let through (at most `qps` entries).
+    sent: VecDeque<Instant>,
 }
 
 impl Bucket {
+    /// How long until one more call fits in the quota window: never more than `qps` calls in
+    /// any second, so saved tokens (a burst after a quiet moment) and the refill together
+    /// cannot exceed a fixed-window quota of `qps` (they could put twice that in one window).
+    fn window_wait(&mut self, now: Instant, qps: f64) -> Duration {
+        while self
+            .sent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= QUOTA_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        if (self.sent.len() as f64) < qps.floor().max(1.0) {
+            return Duration::ZERO;
+        }
+        let oldest = *self.sent.front().expect("a full window holds calls");
+        (oldest + QUOTA_WINDOW).saturating_duration_since(now)
+    }
+
     /// Room for saved calls: a second's worth at the current rate (at most `burst`) until the
     /// scope is throttled, then a single call.
     fn capacity(&self, burst: f64) -> f64 {
@@ -234,6 +270,7 @@ impl RateLimiter {
             taken: 0,
             limited: None,
             answered: VecDeque::new(),
+            sent: VecDeque::new(),
         });
         bucket.refill(now, burst);
         f(bucket)
@@ -279,7 +316,21 @@ impl RateLimiter {
                 }
             };
             if served {
-                return started.elapsed();
+                // The turn has come; it goes once the quota window has room.
+                loop {
+                    let wait = self.with_bucket(scope, action, |b| {
+                        let now = b.refilled;
+                        let wait = b.window_wait(now, self.config.qps);
+                        if wait.is_zero() {
+                            b.sent.push_back(now);
+                        }
+                        wait
+                    });
+                    if wait.is_zero() {
+                        return started.elapsed();
+                    }
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
@@ -296,7 +347,8 @@ impl RateLimiter {
         loop {
             let wait = self.with_bucket(scope, action, |b| {
                 if b.tokens >= 1.0 - EPSILON {
-                    return Duration::ZERO;
+                    let now = b.refilled;
+                    return b.window_wait(now, self.config.qps);
                 }
                 let wait = Duration::from_secs_f64((1.0 - b.tokens) / b.rate);
                 if b.rate < max {
@@ -381,10 +433,12 @@ mod tests {
     use std::sync::Arc;
 
     fn limiter(qps: f64, burst: u32) -> RateLimiter {
+        // Starting at 1 call/s, so the ramp's mechanics show from the bottom.
         RateLimiter::new(RateLimitConfig {
             qps,
             burst,
             min_qps: 0.5,
+            start_share: 0.0,
         })
     }
 
@@ -423,12 +477,14 @@ mod tests {
             qps: 0.25,
             burst: 1,
             min_qps: 0.1,
+            start_share: 0.0,
         });
         assert_eq!(slow.current_qps(&s, "A"), 0.25);
         let floor = RateLimiter::new(RateLimitConfig {
             qps: 10.0,
             burst: 1,
             min_qps: 2.0,
+            start_share: 0.0,
         });
         assert_eq!(floor.current_qps(&s, "A"), 2.0);
     }
@@ -449,7 +505,50 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(l.acquire(&s, "A").await, Duration::ZERO);
         }
-        assert_eq!(l.acquire(&s, "A").await, Duration::from_millis(100));
+        // ...but never more than `qps` in a second: the eleventh waits for the window.
+        assert_eq!(l.acquire(&s, "A").await, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn by_default_a_new_bucket_starts_at_half_the_quota() {
+        let s = scope("k");
+        let at = |qps: f64| {
+            RateLimiter::new(RateLimitConfig {
+                qps,
+                ..Default::default()
+            })
+        };
+        assert_eq!(at(10.0).current_qps(&s, "A"), 5.0);
+        assert_eq!(at(50.0).current_qps(&s, "A"), 25.0);
+        assert_eq!(
+            at(1.5).current_qps(&s, "A"),
+            1.0,
+            "at least one call a second"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_ever_holds_more_than_qps_calls() {
+        let (l, s) = (limiter(10.0, 20), scope("k"));
+        saturate(&l, &s, "A", Duration::from_secs(10)).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        while start.elapsed() < Duration::from_secs(5) {
+            l.acquire(&s, "A").await;
+            l.on_success(&s, "A");
+            sent.push(start.elapsed());
+        }
+        for (i, at) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|later| **later < *at + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 10,
+                "{in_window} calls in the second from {at:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -686,6 +686,7 @@ async fn throttling_slows_the_limiter_down() {
             qps: 20.0,
             burst: 20,
             min_qps: 0.5,
+            start_share: 0.0,
         },
         retry: RetryConfig {
             max_attempts: 4,
