@@ -34,7 +34,10 @@ async fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube-runtime's per-reconcile span repeats what ours says (the resource) and is kept for
+    // every object waiting for its turn: off below warnings unless RUST_LOG asks for it.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn"));
     // Colour only for a person at a terminal, never into files, pipes or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

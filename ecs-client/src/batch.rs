@@ -280,7 +280,8 @@ mod tests {
                 let (b, r) = (batcher.clone(), recorder.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(100 * n)).await;
-                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), at_once()).await
+                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), at_once())
+                        .await
                 })
             })
             .collect();

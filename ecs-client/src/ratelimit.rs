@@ -156,6 +156,10 @@ const EPSILON: f64 = 1e-9;
 const RECHECK: Duration = Duration::from_millis(100);
 /// ECS quotas count calls per window of this length.
 const QUOTA_WINDOW: Duration = Duration::from_secs(1);
+/// The window the cap counts calls in: a little longer than the quota's, since calls do not
+/// reach ECS in exactly the order and spacing they left (one late call in the next window,
+/// one throttling answer, and the rate halves).
+const CAP_WINDOW: Duration = Duration::from_millis(1020);
 /// A burst of throttled answers from one quota window counts as one signal.
 const THROTTLE_DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -204,7 +208,7 @@ impl Bucket {
         while self
             .sent
             .front()
-            .is_some_and(|at| now.saturating_duration_since(*at) >= QUOTA_WINDOW)
+            .is_some_and(|at| now.saturating_duration_since(*at) >= CAP_WINDOW)
         {
             self.sent.pop_front();
         }
@@ -212,7 +216,7 @@ impl Bucket {
             return Duration::ZERO;
         }
         let oldest = *self.sent.front().expect("a full window holds calls");
-        (oldest + QUOTA_WINDOW).saturating_duration_since(now)
+        (oldest + CAP_WINDOW).saturating_duration_since(now)
     }
 
     /// Room for saved calls: a second's worth at the current rate (at most `burst`) until the
@@ -315,21 +319,24 @@ impl RateLimiter {
                     Some(wait) => tokio::time::sleep(wait).await,
                 }
             };
-            if served {
-                // The turn has come; it goes once the quota window has room.
-                loop {
-                    let wait = self.with_bucket(scope, action, |b| {
-                        let now = b.refilled;
-                        let wait = b.window_wait(now, self.config.qps);
-                        if wait.is_zero() {
-                            b.sent.push_back(now);
-                        }
-                        wait
-                    });
-                    if wait.is_zero() {
-                        return started.elapsed();
+            // The turn has come; it goes once the quota window has room, unless a throttling
+            // answer voided it meanwhile.
+            while served {
+                let wait = self.with_bucket(scope, action, |b| {
+                    if b.epoch != epoch {
+                        return None;
                     }
-                    tokio::time::sleep(wait).await;
+                    let now = b.refilled;
+                    let wait = b.window_wait(now, self.config.qps);
+                    if wait.is_zero() {
+                        b.sent.push_back(now);
+                    }
+                    Some(wait)
+                });
+                match wait {
+                    None => break,
+                    Some(wait) if wait.is_zero() => return started.elapsed(),
+                    Some(wait) => tokio::time::sleep(wait).await,
                 }
             }
         }
@@ -505,8 +512,8 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(l.acquire(&s, "A").await, Duration::ZERO);
         }
-        // ...but never more than `qps` in a second: the eleventh waits for the window.
-        assert_eq!(l.acquire(&s, "A").await, Duration::from_secs(1));
+        // ...but never more than `qps` in a second (counted over 1.02 s): the eleventh waits.
+        assert_eq!(l.acquire(&s, "A").await, Duration::from_millis(1020));
     }
 
     #[test]
@@ -713,7 +720,8 @@ mod tests {
         assert_eq!(l.acquire(&e, "B").await, Duration::ZERO);
         assert_eq!(l.acquire(&f, "A").await, Duration::ZERO);
         assert_eq!(l.acquire(&g, "A").await, Duration::ZERO);
-        assert_eq!(l.acquire(&e, "A").await, Duration::from_secs(1));
+        // One call a second, counted over a little more than a second.
+        assert_eq!(l.acquire(&e, "A").await, Duration::from_millis(1020));
     }
 
     #[tokio::test(start_paused = true)]

@@ -349,15 +349,27 @@ pub async fn run(
 /// release, a short resync) the same few objects lost every draw and waited for ever, some
 /// without even a finalizer. A waiting object holds only a small future; the pass itself is
 /// boxed once its turn comes.
+///
+/// A resource whose release was already sent skips the line: its passes only look (one batched
+/// lookup) and then remove the finalizer, and behind a queue of passes waiting for their own
+/// `DeleteInstance` turns they would all wait until the last release was sent.
 async fn in_turn(
     resource: Arc<EcsInstance>,
     ctx: Arc<Context>,
     turns: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Action, Error> {
-    let _turn = tokio::select! {
-        turn = turns.acquire_owned() => turn.expect("the semaphore is never closed"),
-        () = shutdown => return Ok(Action::await_change()),
+    let release_sent = resource
+        .status
+        .as_ref()
+        .is_some_and(|status| status.release.is_some());
+    let _turn = if release_sent {
+        None
+    } else {
+        tokio::select! {
+            turn = turns.acquire_owned() => Some(turn.expect("the semaphore is never closed")),
+            () = shutdown => return Ok(Action::await_change()),
+        }
     };
     Box::pin(reconcile(resource, ctx)).await
 }
