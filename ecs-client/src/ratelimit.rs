@@ -321,7 +321,10 @@ impl RateLimiter {
             };
             // The turn has come; it goes once the quota window has room, unless a throttling
             // answer voided it meanwhile.
-            while served {
+            if !served {
+                continue;
+            }
+            loop {
                 let wait = self.with_bucket(scope, action, |b| {
                     if b.epoch != epoch {
                         return None;
