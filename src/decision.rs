@@ -1158,13 +1158,9 @@ impl<'a> Draft<'a> {
                     .and_then(|previous| previous.owned_since.clone())
                     .unwrap_or_else(|| self.now.clone())
             }),
-            contested: match owner_uid(instance) {
-                Some(uid) if Some(uid) != self.resource.uid().as_deref() => false,
-                _ => {
-                    !input.claimants.is_empty()
-                        || self.status.instance.as_ref().is_some_and(|i| i.contested)
-                }
-            },
+            // Kept once set: it only counts while the tag is younger than `ownership_settle`.
+            contested: !input.claimants.is_empty()
+                || self.status.instance.as_ref().is_some_and(|i| i.contested),
             tag_requested_at: if is_ours(self.resource, instance) {
                 None
             } else {

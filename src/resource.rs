@@ -239,10 +239,9 @@ pub struct ObservedInstance {
     /// for a while: a tag call of theirs still in flight could replace it (design.md §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_since: Option<Time>,
-    /// Other resources named the instance while it was untagged or carried this resource's
-    /// tag. Kept until the tag is another's: the release waits for the tag to hold even after
-    /// they are gone, since a tag call one of them decided may still be on its way
-    /// (design.md §3).
+    /// Other resources named the instance (at any time this resource looked). The release waits
+    /// for the owner tag to hold even after they are gone, since a tag or untag call one of
+    /// them decided may still be on its way (design.md §3).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub contested: bool,
     /// When this resource last sent `TagResources` for the instance (recorded before the

@@ -28,16 +28,17 @@ pub const MAX_IDS_PER_DESCRIBE: usize = 100;
 /// A retry is only worth starting with at least this much of the call's deadline left.
 const MIN_RETRY_TIME: Duration = Duration::from_millis(100);
 
-/// How long after it was asked for a `TagResources` attempt may still start. Tags are
-/// last-writer-wins and an owner tag is decided on an observation: one that waited long for
-/// its turn could replace a tag that landed since. With the attempt deadline this bounds how
-/// long after its observation an owner tag can land, which an owner's release waits out
-/// (`ownership_settle` in the controller, 60 s, longer than this plus the attempt deadline).
+/// How long after it was asked for a `TagResources` or `UntagResources` attempt may still
+/// start. Tags are last-writer-wins (and an untag removes a key whatever its value) and such a
+/// call is decided on an observation: one that waited long for its turn could replace or remove
+/// a tag that landed since. With the attempt deadline this bounds how long after its
+/// observation a tag call can land, which an owner's release waits out (`ownership_settle` in
+/// the controller, 60 s, longer than this plus the attempt deadline).
 pub const TAG_SEND_WITHIN: Duration = Duration::from_secs(20);
 
 /// The bound on when an attempt of `action` may start, counted from the call's start.
 fn send_within(action: &str) -> Option<Duration> {
-    (action == "TagResources").then_some(TAG_SEND_WITHIN)
+    matches!(action, "TagResources" | "UntagResources").then_some(TAG_SEND_WITHIN)
 }
 
 /// Hook for metrics: called once per HTTP attempt.

@@ -87,6 +87,9 @@ const REGRESSION_SEEDS: &[u64] = &[
     // landed after and left the instance tagged for a resource that no longer existed
     // (invariant 2).
     121784,
+    // Finding 8: an orphaned duplicate's stale UntagResources removed the new owner's tag, and
+    // the owner, not counting itself contested, released the untagged instance (invariant 1).
+    70852,
 ];
 
 #[test]
