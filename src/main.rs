@@ -63,8 +63,8 @@ async fn run(args: Args) -> Result<(), String> {
         attempt_deadline: args.ecs_call_deadline,
         batch_max_ids: usize::from(args.ecs_describe_batch_max),
         // Lookups that arrive one by one (passes started as release turns come) share a call;
-        // a third of the transition poll keeps the delay well inside one poll.
-        batch_spacing: (args.transition_poll / 3).min(std::time::Duration::from_secs(1)),
+        // half the transition poll keeps the delay inside one poll.
+        batch_spacing: (args.transition_poll / 2).min(std::time::Duration::from_millis(1500)),
         max_body_bytes: args.ecs_max_body_bytes,
         ..Default::default()
     })

@@ -82,7 +82,7 @@ pub struct ClientConfig {
     pub batch_window: Duration,
     /// A batch that is not full goes no sooner than this after the previous `DescribeInstances`
     /// of its scope, so lookups arriving one by one share calls; default zero (the controller
-    /// sets a third of its transition poll, at most 1 s).
+    /// sets half its transition poll, at most 1.5 s).
     pub batch_spacing: Duration,
     /// Most IDs one batched `DescribeInstances` carries (1 ..= 100; 1 turns batching off);
     /// default 100.
