@@ -60,6 +60,9 @@ use crate::{
 /// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
 pub const DEFAULT_CONCURRENCY: u16 = 64;
 
+/// Where `kubectl apply` keeps its copy of the object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -223,8 +226,13 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
         .map(|r| r.name.as_str());
     let mut view = View::default();
     let wanted_uid = take_over_from(resource);
-    for other in cache.into_iter().filter(|o| o.uid() != resource.uid()) {
-        if wanted_uid.is_some() && other.uid().as_deref() == wanted_uid {
+    // Runs over every cached resource on every pass: compare in place, allocate nothing.
+    let own_uid = resource.metadata.uid.as_deref();
+    for other in cache
+        .into_iter()
+        .filter(|o| o.metadata.uid.as_deref() != own_uid)
+    {
+        if wanted_uid.is_some() && other.metadata.uid.as_deref() == wanted_uid {
             view.take_over_blocker = Some(format!(
                 "{}/{}",
                 other.namespace().unwrap_or_default(),
@@ -236,7 +244,8 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
         {
             view.claimants.push(Claimant::of(other));
         }
-        if let (Some(namespace), Some(secret)) = (namespace.as_deref(), secret)
+        if !view.secret_needed_elsewhere
+            && let (Some(namespace), Some(secret)) = (namespace.as_deref(), secret)
             && needs_secret(other, namespace, secret)
         {
             view.secret_needed_elsewhere = true;
@@ -248,7 +257,7 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
 /// Whether `resource` holds our finalizer and names the Secret `namespace/name`: such a Secret
 /// keeps its in-use finalizer (design.md §6).
 pub fn needs_secret(resource: &EcsInstance, namespace: &str, name: &str) -> bool {
-    resource.namespace().as_deref() == Some(namespace)
+    resource.metadata.namespace.as_deref() == Some(namespace)
         && resource.finalizers().iter().any(|f| f == FINALIZER)
         && names_secret(resource, name)
 }
@@ -287,10 +296,14 @@ pub async fn run(
     let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
     let secrets_watched = watched.clone();
     // Deletions of resources clean what this process remembers of them. The cache keeps no
-    // `managedFields`: they are most of an object's size and never read.
+    // `managedFields` and no `kubectl apply` copy of the object: they are most of an object's
+    // size and never read.
     let config = watcher::Config::default().any_semantic();
     let instances = watch::paced(watcher(instances_api, config.clone()))
-        .modify(|resource| resource.managed_fields_mut().clear())
+        .modify(|resource| {
+            resource.managed_fields_mut().clear();
+            resource.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
         .reflect(writer)
         .inspect(move |event| watching.on_watch_event(event, &swept, &watched))
         .applied_objects()
@@ -308,6 +321,7 @@ pub async fn run(
         .touched_objects();
     let store = reader.clone();
     let secret_ctx = ctx.clone();
+    let secret_changes = watch::SecretChanges::default();
     let shutdown = shutdown.shared();
     let turns = Arc::new(Semaphore::new(concurrency.into()));
     Controller::for_stream(instances, reader)
@@ -322,6 +336,9 @@ pub async fn run(
                 && !secret_needed(&store, &namespace, &name)
             {
                 secret_ctx.release_secret_later(namespace.clone(), name.clone(), store.clone());
+            }
+            if !secret_changes.wakes(&secret) {
+                return Vec::new();
             }
             watch::referencing(&store, Some(&namespace), &name)
         })

@@ -1,11 +1,14 @@
 //! Watch pacing: how the resource and Secret watches come back after an API server outage, and
 //! which changes wake the reconciler.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     ResourceExt,
+    api::PartialObjectMeta,
     runtime::{
         reflector::{ObjectRef, Store},
         watcher,
@@ -111,6 +114,42 @@ pub fn relevant_change(resource: &EcsInstance) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// Which Secret events should wake the resources that name the Secret: its first sight, a
+/// change of its content (a new resourceVersion with the same finalizers) and its deletion. Not
+/// a change of its finalizers alone: adding our in-use finalizer would otherwise wake every
+/// resource that names the Secret, all 10,000 of them in a large namespace.
+#[derive(Default)]
+pub struct SecretChanges(std::sync::Mutex<HashMap<(String, String), SecretSeen>>);
+
+#[derive(PartialEq)]
+struct SecretSeen {
+    resource_version: Option<String>,
+    finalizers: Vec<String>,
+    deleting: bool,
+}
+
+impl SecretChanges {
+    pub fn wakes(&self, secret: &PartialObjectMeta<Secret>) -> bool {
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let seen = SecretSeen {
+            resource_version: secret.resource_version(),
+            finalizers: secret.finalizers().to_vec(),
+            deleting: secret.metadata.deletion_timestamp.is_some(),
+        };
+        let mut known = self.0.lock().expect("secret changes lock");
+        let wakes = match known.get(&key) {
+            None => true,
+            Some(before) => {
+                before.deleting != seen.deleting
+                    || (before.resource_version != seen.resource_version
+                        && before.finalizers == seen.finalizers)
+            }
+        };
+        known.insert(key, seen);
+        wakes
+    }
+}
+
 /// The resources of `store` in `namespace` that name the Secret `secret`.
 pub fn referencing(
     store: &Store<EcsInstance>,
@@ -132,4 +171,36 @@ pub fn names_secret(resource: &EcsInstance, secret: &str) -> bool {
         .credentials_ref
         .as_ref()
         .is_some_and(|r| r.name == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(rv: &str, finalizers: &[&str], deleting: bool) -> PartialObjectMeta<Secret> {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.namespace = Some("team-a".into());
+        secret.metadata.name = Some("creds".into());
+        secret.metadata.resource_version = Some(rv.into());
+        secret.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        if deleting {
+            secret.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            );
+        }
+        secret
+    }
+
+    #[test]
+    fn only_content_changes_and_deletion_of_a_secret_wake_its_resources() {
+        let changes = SecretChanges::default();
+        assert!(changes.wakes(&secret("1", &[], false)), "first sight");
+        assert!(!changes.wakes(&secret("1", &[], false)), "a re-list");
+        assert!(
+            !changes.wakes(&secret("2", &["in-use"], false)),
+            "our in-use finalizer"
+        );
+        assert!(changes.wakes(&secret("3", &["in-use"], false)), "rotated");
+        assert!(changes.wakes(&secret("4", &["in-use"], true)), "deleted");
+    }
 }
