@@ -258,8 +258,12 @@ async fn chaos(args: &Args, run: &mut Started) -> Result<Vec<String>, String> {
         // A DeleteInstance whose outcome is unknown (an injected 503 or drop, a kill) is sent
         // again only if the instance is still listed after this window: 5× the simulator's 2 s
         // release linger, where production's 5 minutes would not fit the run's timeout.
+        // The quota levels it learns survive its restarts, as on a Pod's emptyDir.
         extra: [
-            vec!["--release-resend-after=10s".to_string()],
+            vec![
+                "--release-resend-after=10s".to_string(),
+                format!("--quota-file={}", log_dir.join("quotas.json").display()),
+            ],
             args.controller_args.clone(),
         ]
         .concat(),

@@ -49,6 +49,12 @@ pub struct Args {
     #[arg(long, env = "ECS_QPS", default_value_t = 10.0)]
     pub ecs_qps: f64,
 
+    /// A file where the ECS quota levels found at throttling answers are kept (no keys in it),
+    /// so a restarted process starts below them instead of being throttled again (for example
+    /// on an emptyDir volume). Unset: every start learns them anew.
+    #[arg(long, env = "QUOTA_FILE")]
+    pub quota_file: Option<std::path::PathBuf>,
+
     /// ECS calls allowed at once after a quiet period, per endpoint and action.
     #[arg(long, env = "ECS_BURST", default_value_t = 20)]
     pub ecs_burst: u32,

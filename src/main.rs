@@ -57,6 +57,7 @@ async fn run(args: Args) -> Result<(), String> {
         rate_limit: RateLimitConfig {
             qps: args.ecs_qps,
             burst: args.ecs_burst,
+            quota_file: args.quota_file.clone(),
             ..Default::default()
         },
         observer: Some(metrics.clone()),

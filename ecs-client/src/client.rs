@@ -594,6 +594,7 @@ mod tests {
                 burst: 1,
                 min_qps: 0.04,
                 start_share: 0.5,
+                quota_file: None,
             },
             retry: RetryConfig {
                 max_attempts: 1,

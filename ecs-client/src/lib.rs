@@ -23,6 +23,7 @@ mod encoding;
 pub mod error;
 mod model;
 pub mod provider;
+mod quota_memory;
 mod ratelimit;
 mod retry;
 pub mod sanitize;

@@ -20,7 +20,10 @@
 //!   after a start (from half the quota to all of it; a process that is not saturating its
 //!   quota never notices) and needs no state anywhere.
 //!
-//! We do the second. The rules, per bucket:
+//! We do the second, and keep one thing across restarts when asked to
+//! ([`RateLimitConfig::quota_file`], see `quota_memory`): where a quota was found at a throttling
+//! answer within the last hour. It is only ever a reason to start *lower* and probe slowly, so a
+//! stale value costs a little speed, never a throttled call. The rules, per bucket:
 //!
 //! * **Slow start**: a new bucket runs at half the configured quota (`qps / 2`, at least 1/s,
 //!   within `[min_qps, qps]`) with room for one call, not at `qps` with `burst` saved. Until the
@@ -71,6 +74,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::quota_memory::{QuotaMemory, scope_key};
+
 /// Per quota scope and action limits. The account quota is shared with everything the customer
 /// runs, so the defaults stay well below ECS's published per-API quotas.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +91,9 @@ pub struct RateLimitConfig {
     pub min_qps: f64,
     /// The share of `qps` a new bucket starts at (default 0.5; at least 1 call/s).
     pub start_share: f64,
+    /// Where the quota levels found at throttling answers are kept across restarts (default
+    /// none): a new bucket starts below a level found there within the last hour.
+    pub quota_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RateLimitConfig {
@@ -95,6 +103,7 @@ impl Default for RateLimitConfig {
             burst: 20,
             min_qps: 0.5,
             start_share: 0.5,
+            quota_file: None,
         }
     }
 }
@@ -176,6 +185,11 @@ pub(crate) struct QuotaScope {
 pub(crate) struct RateLimiter {
     config: RateLimitConfig,
     buckets: Mutex<HashMap<(QuotaScope, String), Bucket>>,
+    memory: Option<QuotaMemory>,
+}
+
+fn memory_key(scope: &QuotaScope, action: &str) -> String {
+    scope_key(&scope.endpoint, &scope.region, &scope.access_key_id, action)
 }
 
 struct Bucket {
@@ -249,6 +263,7 @@ impl Bucket {
 impl RateLimiter {
     pub(crate) fn new(config: RateLimitConfig) -> Self {
         Self {
+            memory: config.quota_file.clone().map(QuotaMemory::open),
             config,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -264,17 +279,30 @@ impl RateLimiter {
         let burst = f64::from(self.config.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let key = (scope.clone(), action.to_owned());
-        let bucket = buckets.entry(key).or_insert_with(|| Bucket {
-            tokens: 1.0,
-            rate: self.config.start_qps(),
-            refilled: now,
-            ceiling: None,
-            throttled: None,
-            epoch: 0,
-            taken: 0,
-            limited: None,
-            answered: VecDeque::new(),
-            sent: VecDeque::new(),
+        let bucket = buckets.entry(key).or_insert_with(|| {
+            // A level a previous process found: start below it, and probe past it slowly.
+            let level = self
+                .memory
+                .as_ref()
+                .and_then(|m| m.level(&memory_key(scope, action)));
+            let start = self.config.start_qps();
+            Bucket {
+                tokens: 1.0,
+                rate: level.map_or(start, |level| {
+                    start
+                        .min(level * PROBE_FROM)
+                        .max(self.config.min_qps)
+                        .min(self.config.qps)
+                }),
+                refilled: now,
+                ceiling: level,
+                throttled: None,
+                epoch: 0,
+                taken: 0,
+                limited: None,
+                answered: VecDeque::new(),
+                sent: VecDeque::new(),
+            }
         });
         bucket.refill(now, burst);
         f(bucket)
@@ -378,12 +406,12 @@ impl RateLimiter {
     /// scope, drop the saved tokens and void the turns already handed out.
     pub(crate) fn on_throttled(&self, scope: &QuotaScope, action: &str) {
         let min = self.config.min_qps;
-        self.with_bucket(scope, action, |b| {
+        let level = self.with_bucket(scope, action, |b| {
             let now = b.refilled;
             if b.throttled
                 .is_some_and(|at| now.duration_since(at) < THROTTLE_DEBOUNCE)
             {
-                return;
+                return None;
             }
             // Where the quota is: what it let through over the last second (a quota window),
             // when the bucket sent that much; not the rate reached, which overshoots by
@@ -399,14 +427,18 @@ impl RateLimiter {
             b.tokens = 0.0;
             b.throttled = Some(now);
             b.epoch += 1;
+            b.ceiling
         });
+        if let (Some(memory), Some(level)) = (&self.memory, level) {
+            memory.set(memory_key(scope, action), Some(level));
+        }
     }
 
     /// The API answered without throttling: while the bucket is the bottleneck, climb by
     /// `ramp` calls/s per second of such answers (a fiftieth of that near the last throttle).
     pub(crate) fn on_success(&self, scope: &QuotaScope, action: &str) {
         let (max, ramp) = (self.config.qps, self.config.ramp());
-        self.with_bucket(scope, action, |b| {
+        let forgotten = self.with_bucket(scope, action, |b| {
             let now = b.refilled;
             b.forget_old_answers(now);
             b.answered.push_back(now);
@@ -414,7 +446,7 @@ impl RateLimiter {
                 .limited
                 .is_some_and(|at| b.refilled.saturating_duration_since(at) < SATURATED_FOR);
             if b.rate >= max || !saturated {
-                return;
+                return false;
             }
             b.rate = match b.ceiling {
                 // Never throttled: double every second of saturated traffic.
@@ -425,10 +457,15 @@ impl RateLimiter {
                 _ => b.rate + ramp / b.rate,
             }
             .min(max);
-            if b.ceiling.is_some_and(|c| b.rate >= c * FORGET_ABOVE) {
+            let forget = b.ceiling.is_some_and(|c| b.rate >= c * FORGET_ABOVE);
+            if forget {
                 b.ceiling = None;
             }
+            forget
         });
+        if let (Some(memory), true) = (&self.memory, forgotten) {
+            memory.set(memory_key(scope, action), None);
+        }
     }
 
     #[cfg(test)]
@@ -449,6 +486,7 @@ mod tests {
             burst,
             min_qps: 0.5,
             start_share: 0.0,
+            quota_file: None,
         })
     }
 
@@ -488,6 +526,7 @@ mod tests {
             burst: 1,
             min_qps: 0.1,
             start_share: 0.0,
+            quota_file: None,
         });
         assert_eq!(slow.current_qps(&s, "A"), 0.25);
         let floor = RateLimiter::new(RateLimitConfig {
@@ -495,6 +534,7 @@ mod tests {
             burst: 1,
             min_qps: 2.0,
             start_share: 0.0,
+            quota_file: None,
         });
         assert_eq!(floor.current_qps(&s, "A"), 2.0);
     }
@@ -535,6 +575,32 @@ mod tests {
             1.0,
             "at least one call a second"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_limiter_starts_below_the_level_found_before() {
+        let path =
+            std::env::temp_dir().join(format!("ratelimit-quota-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let config = RateLimitConfig {
+            qps: 10.0,
+            quota_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = scope("k");
+        let first = RateLimiter::new(config.clone());
+        saturate(&first, &s, "A", Duration::from_secs(3)).await;
+        first.on_throttled(&s, "A");
+        let level = first.with_bucket(&s, "A", |b| b.ceiling).expect("a level");
+        // The next process: below the level at once, and no doubling past it.
+        let restarted = RateLimiter::new(config);
+        assert!((restarted.current_qps(&s, "A") - (5.0f64).min(level * 0.9)).abs() < 1e-9);
+        saturate(&restarted, &s, "A", Duration::from_secs(5)).await;
+        assert!(
+            restarted.current_qps(&s, "A") < level,
+            "probing slowly near {level}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test(start_paused = true)]

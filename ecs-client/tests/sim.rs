@@ -687,6 +687,7 @@ async fn throttling_slows_the_limiter_down() {
             burst: 20,
             min_qps: 0.5,
             start_share: 0.0,
+            quota_file: None,
         },
         retry: RetryConfig {
             max_attempts: 4,
