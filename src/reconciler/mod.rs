@@ -63,6 +63,9 @@ pub const DEFAULT_CONCURRENCY: u16 = 64;
 /// Where `kubectl apply` keeps its copy of the object.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// How many objects may wait for each turn of `--concurrency` (see [`in_turn`]).
+const WAITING_PER_TURN: u16 = 4;
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -342,6 +345,11 @@ pub async fn run(
             }
             watch::referencing(&store, Some(&namespace), &name)
         })
+        // kube-runtime's own limit, well above ours, only bounds how many objects wait for a
+        // turn (each holds its object: all 10,000 at once doubled the memory after a start).
+        .with_config(
+            controller::Config::default().concurrency(concurrency.saturating_mul(WAITING_PER_TURN)),
+        )
         .trigger_backoff(watch::NoTriggerBackoff)
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -362,10 +370,12 @@ pub async fn run(
 }
 
 /// Waits for one of `turns` (first come, first served), then reconciles. kube-runtime's own
-/// concurrency limit takes the next object from an unordered set: under sustained load (a mass
-/// release, a short resync) the same few objects lost every draw and waited for ever, some
-/// without even a finalizer. A waiting object holds only a small future; the pass itself is
-/// boxed once its turn comes.
+/// concurrency limit takes the next object from an unordered set: when it was the only limit,
+/// under sustained load (a mass release, a short resync) the same few objects lost every draw
+/// and waited for ever, some without even a finalizer. Now its limit is [`WAITING_PER_TURN`]
+/// times ours, so its set fills only when that many objects are ready at once, and the order
+/// among those it admitted is ours. A waiting object holds only a small future; the pass itself
+/// is boxed once its turn comes.
 ///
 /// A resource whose release was already sent skips the line: its passes only look (one batched
 /// lookup) and then remove the finalizer, and behind a queue of passes waiting for their own
