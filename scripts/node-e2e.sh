@@ -25,6 +25,8 @@
 # Only the inner part, on a node already built: scripts/local-node.sh scripts/node-e2e.sh --inside
 # The install steps are those of scripts/lib/e2e-install.sh, shared with scripts/e2e-kind.sh.
 set -euo pipefail
+# Under pipefail, `producer | grep -q` fails when grep exits at its first match while the
+# producer still writes (SIGPIPE): a match tested after a pipe reads all of it (`>/dev/null`).
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -191,7 +193,7 @@ YAML
   new_leader=
   for _ in $(seq 120); do
     holder=$(lease_holder)
-    if [ -n "$holder" ] && [ "$holder" != "$leader" ] && running_pods | grep -qx "$holder"; then
+    if [ -n "$holder" ] && [ "$holder" != "$leader" ] && running_pods | grep -x "$holder" >/dev/null; then
       new_leader=$holder
       break
     fi
@@ -392,7 +394,7 @@ PY2
   [ "$rust_log" = debug ] || { echo "node-e2e: FAILED: the new pod has RUST_LOG='$rust_log'" >&2; exit 1; }
   debug=
   for _ in $(seq 60); do
-    kubectl -n "$namespace" logs "${pods[0]}" -c controller | grep -q '"level":"DEBUG"' && { debug=1; break; }
+    kubectl -n "$namespace" logs "${pods[0]}" -c controller | grep '"level":"DEBUG"' >/dev/null && { debug=1; break; }
     sleep 0.5
   done
   [ -n "$debug" ] || { echo "node-e2e: FAILED: no DEBUG line in ${pods[0]}'s log" >&2; exit 1; }
@@ -503,14 +505,24 @@ SH
   # the controller's start naming the endpoint, the metric, the simulator's own warning.
   sim_service_ip=$(kubectl -n "$namespace" get service ecs-instance-controller-sim -o jsonpath='{.spec.clusterIP}')
   kubectl -n "$namespace" logs deployment/ecs-instance-controller -c controller |
-    grep -- '--allow-insecure-endpoint' | grep -q "http://$sim_service_ip:9100" ||
+    grep -- '--allow-insecure-endpoint' | grep "http://$sim_service_ip:9100" >/dev/null ||
     { echo "node-e2e: FAILED: no start-up warning naming http://$sim_service_ip:9100 in the controller's log" >&2; exit 1; }
   kubectl get --raw "/api/v1/namespaces/$namespace/services/ecs-instance-controller-metrics:8080/proxy/metrics" |
-    grep -qx 'ecs_instance_controller_insecure_endpoint 1' ||
+    grep -x 'ecs_instance_controller_insecure_endpoint 1' >/dev/null ||
     { echo "node-e2e: FAILED: ecs_instance_controller_insecure_endpoint is not 1" >&2; exit 1; }
-  kubectl -n "$namespace" logs deployment/ecs-instance-controller-sim |
-    grep -q 'WARNING: listening on the non-loopback address' ||
-    { echo "node-e2e: FAILED: no non-loopback warning in the simulator's log" >&2; exit 1; }
+  # The recipe can be done a few seconds after the simulator started: give its log a moment.
+  sim_warned=
+  for _ in $(seq 1 20); do
+    if kubectl -n "$namespace" logs deployment/ecs-instance-controller-sim |
+      grep 'WARNING: listening on the non-loopback address' >/dev/null; then
+      sim_warned=1
+      break
+    fi
+    sleep 0.5
+  done
+  [ -n "$sim_warned" ] ||
+    { echo "node-e2e: FAILED: no non-loopback warning in the simulator's log:" >&2
+      kubectl -n "$namespace" logs deployment/ecs-instance-controller-sim >&2 || true; exit 1; }
   echo "node-e2e: the controller warned about plain HTTP to http://$sim_service_ip:9100 and exports insecure_endpoint 1" >&2
   recipe_block "$blocks"
   [ -z "$(kubectl get deployment,service,secret,configmap -A -l app.kubernetes.io/managed-by=Helm -o name)" ] ||
@@ -666,7 +678,7 @@ PY2
 
   # The controller's log: names the source, never the token.
   kubectl -n "$namespace" logs "$rrsa_pod" -c controller >"$work/rrsa/controller.log"
-  grep '"controller credentials"' "$work/rrsa/controller.log" | grep 'oidc_role_arn' | grep -qF "$rrsa_role" ||
+  grep '"controller credentials"' "$work/rrsa/controller.log" | grep 'oidc_role_arn' | grep -F "$rrsa_role" >/dev/null ||
     rrsa_fail "no start-up line naming oidc_role_arn $rrsa_role: $(grep -m1 'controller credentials' "$work/rrsa/controller.log")"
   rrsa_token=$(cat "$rrsa_token_file")
   ! grep -qF "$rrsa_token" "$work/rrsa/controller.log" && ! grep -qF "${rrsa_token##*.}" "$work/rrsa/controller.log" &&
