@@ -1144,6 +1144,7 @@ impl<'a> Draft<'a> {
 
     fn observed(&mut self, instance: &Instance) {
         let input = self.input();
+        let ours = is_ours(self.resource, instance);
         let mut observed = ObservedInstance {
             status: Some(instance.status.as_str().to_string()),
             charge_type: Some(instance.charge_type.clone()).filter(|c| !c.is_empty()),
@@ -1151,7 +1152,7 @@ impl<'a> Draft<'a> {
             lock_reasons: instance.lock_reasons.clone(),
             zone_id: Some(instance.zone_id.clone()).filter(|z| !z.is_empty()),
             observed_at: Some(self.now.clone()),
-            owned_since: is_ours(self.resource, instance).then(|| {
+            owned_since: ours.then(|| {
                 self.status
                     .instance
                     .as_ref()
@@ -1161,7 +1162,7 @@ impl<'a> Draft<'a> {
             // Kept once set: it only counts while the tag is younger than `ownership_settle`.
             contested: !input.claimants.is_empty()
                 || self.status.instance.as_ref().is_some_and(|i| i.contested),
-            tag_requested_at: if is_ours(self.resource, instance) {
+            tag_requested_at: if ours {
                 None
             } else {
                 self.status
@@ -1169,7 +1170,7 @@ impl<'a> Draft<'a> {
                     .as_ref()
                     .and_then(|i| i.tag_requested_at.clone())
             },
-            taken_over_from: is_ours(self.resource, instance)
+            taken_over_from: ours
                 .then(|| {
                     self.status
                         .instance

@@ -86,8 +86,15 @@ impl Default for Timings {
 
 /// The wait before the next pass. A backoff or recheck pace counts one more consecutive failure
 /// in `failures` (kept per resource by the caller); any other pace resets it. `unit` is a
-/// uniform sample of [0, 1) for the jitter, so the simulation can make it deterministic.
-pub fn delay(timings: &Timings, pace: Pace, failures: &mut u32, unit: f64) -> Duration {
+/// uniform sample of [0, 1) for the jitter, so the simulation can make it deterministic;
+/// `since_epoch` is the clock's time, for the transition grid ([`on_transition_grid`]).
+pub fn delay(
+    timings: &Timings,
+    pace: Pace,
+    failures: &mut u32,
+    unit: f64,
+    since_epoch: Duration,
+) -> Duration {
     let mut count = || {
         *failures = failures.saturating_add(1);
         *failures
@@ -109,7 +116,7 @@ pub fn delay(timings: &Timings, pace: Pace, failures: &mut u32, unit: f64) -> Du
                 unit,
             );
         }
-        Pace::Transition => timings.transition,
+        Pace::Transition => on_transition_grid(timings.transition, since_epoch),
         Pace::Waiting => timings.waiting,
         Pace::Steady => jittered(timings.steady, unit),
     };
@@ -167,7 +174,7 @@ mod tests {
         let mut failures = 0;
         let failing = Pace::Backoff(Backoff::Normal);
         let delays: Vec<Duration> = (0..8)
-            .map(|_| delay(&timings, failing, &mut failures, unit()))
+            .map(|_| delay(&timings, failing, &mut failures, unit(), Duration::ZERO))
             .collect();
         for (n, delay) in delays.iter().enumerate() {
             let full = Duration::from_secs(2 * (1 << n)).min(Duration::from_secs(60));
@@ -179,10 +186,16 @@ mod tests {
             );
         }
         assert_eq!(
-            delay(&timings, Pace::Transition, &mut failures, unit()),
+            delay(
+                &timings,
+                Pace::Transition,
+                &mut failures,
+                unit(),
+                Duration::ZERO
+            ),
             timings.transition
         );
-        let after_reset = delay(&timings, failing, &mut failures, unit());
+        let after_reset = delay(&timings, failing, &mut failures, unit(), Duration::ZERO);
         assert!(
             after_reset <= Duration::from_secs(2),
             "the count was reset: {after_reset:?}"
@@ -218,7 +231,15 @@ mod tests {
         let timings = Timings::default();
         let mut failures = 0;
         let rechecks: Vec<Duration> = (0..5)
-            .map(|_| delay(&timings, Pace::Recheck, &mut failures, unit()))
+            .map(|_| {
+                delay(
+                    &timings,
+                    Pace::Recheck,
+                    &mut failures,
+                    unit(),
+                    Duration::ZERO,
+                )
+            })
             .collect();
         let within = |d: Duration, around: u64| {
             d >= Duration::from_secs(around).mul_f64(0.8)
@@ -234,7 +255,15 @@ mod tests {
         let timings = Timings::default();
         let mut failures = 0;
         let delays: Vec<Duration> = (0..50)
-            .map(|_| delay(&timings, Pace::Steady, &mut failures, unit()))
+            .map(|_| {
+                delay(
+                    &timings,
+                    Pace::Steady,
+                    &mut failures,
+                    unit(),
+                    Duration::ZERO,
+                )
+            })
             .collect();
         assert!(
             delays

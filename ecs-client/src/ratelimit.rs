@@ -214,18 +214,22 @@ struct Bucket {
     sent: VecDeque<Instant>,
 }
 
+/// Drops the times at the front of `times` (oldest first) that are `window` or more before `now`.
+fn drop_older(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while times
+        .front()
+        .is_some_and(|at| now.saturating_duration_since(*at) >= window)
+    {
+        times.pop_front();
+    }
+}
+
 impl Bucket {
     /// How long until one more call fits in the quota window: never more than `qps` calls in
     /// any second, so saved tokens (a burst after a quiet moment) and the refill together
     /// cannot exceed a fixed-window quota of `qps` (they could put twice that in one window).
     fn window_wait(&mut self, now: Instant, qps: f64) -> Duration {
-        while self
-            .sent
-            .front()
-            .is_some_and(|at| now.saturating_duration_since(*at) >= CAP_WINDOW)
-        {
-            self.sent.pop_front();
-        }
+        drop_older(&mut self.sent, now, CAP_WINDOW);
         if (self.sent.len() as f64) < qps.floor().max(1.0) {
             return Duration::ZERO;
         }
@@ -244,13 +248,7 @@ impl Bucket {
     }
 
     fn forget_old_answers(&mut self, now: Instant) {
-        while self
-            .answered
-            .front()
-            .is_some_and(|at| now.saturating_duration_since(*at) >= QUOTA_WINDOW)
-        {
-            self.answered.pop_front();
-        }
+        drop_older(&mut self.answered, now, QUOTA_WINDOW);
     }
 
     fn refill(&mut self, now: Instant, burst: f64) {

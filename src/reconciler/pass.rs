@@ -20,7 +20,7 @@ use crate::{
     conditions,
     decision::{self, Claimant, CloudCall, Decision, Input, Next, Observation, Plan, Policy},
     metrics::Metrics,
-    pacing::{self, Pace, Timings},
+    pacing::{self, Timings},
     resource::{DeletionPolicy, EcsInstance, EcsInstanceStatus, FINALIZER, ReleaseRecord},
 };
 
@@ -179,13 +179,11 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             }
             Next::Requeue(pace) => {
                 let unit = self.clock.unit();
-                let mut delay = self.objects.update(resource, |state| {
-                    pacing::delay(&self.timings, pace, &mut state.failures, unit)
+                let since_epoch =
+                    Duration::from_millis(self.clock.now().as_millisecond().max(0) as u64);
+                let delay = self.objects.update(resource, |state| {
+                    pacing::delay(&self.timings, pace, &mut state.failures, unit, since_epoch)
                 });
-                if pace == Pace::Transition {
-                    let since_epoch = self.clock.now().as_millisecond().max(0) as u64;
-                    delay = pacing::on_transition_grid(delay, Duration::from_millis(since_epoch));
-                }
                 let stalled = conditions::is_true(&decision.status.conditions, conditions::STALLED);
                 self.metrics
                     .deletion_state(&object, deleting, stalled.then_some(reason));

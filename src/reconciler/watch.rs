@@ -121,7 +121,6 @@ pub fn relevant_change(resource: &EcsInstance) -> Option<u64> {
 #[derive(Default)]
 pub struct SecretChanges(std::sync::Mutex<HashMap<(String, String), SecretSeen>>);
 
-#[derive(PartialEq)]
 struct SecretSeen {
     resource_version: Option<String>,
     finalizers: Vec<String>,
