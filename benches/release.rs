@@ -307,6 +307,14 @@ async fn run_mode(
         peak_mib: process_memory_mib(pid, "VmHWM")?,
         ecs_calls: sim.calls(None).await.len() - calls_before,
     };
+    eprintln!(
+        "release bench: {n} Ready after {:.1} s (RSS {ready_rss_mib:.1} MiB); idle {:.0} s: RSS {:.1} MiB, peak {:.1} MiB, {:.3} cores",
+        to_ready.as_secs_f64(),
+        idle.seconds,
+        idle.rss_mib,
+        idle.peak_mib,
+        idle.cpu / idle.seconds
+    );
 
     let mut faults = vec![];
     for action in [

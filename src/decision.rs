@@ -15,7 +15,7 @@ use ecs_client::{
     TagInstance, UntagInstance,
 };
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 
 use crate::conditions::{self, READY, RECONCILING, RELEASED, STALLED};
@@ -235,23 +235,23 @@ pub struct Claimant {
 
 impl Claimant {
     pub fn of(resource: &EcsInstance) -> Self {
+        let status = resource.status.as_ref();
+        Claimant::from_parts(&resource.metadata, listed(status), unseen(status))
+    }
+
+    /// A claimant from its metadata and the two facts of its status that count (the watch
+    /// caches keep those as flags).
+    pub fn from_parts(metadata: &ObjectMeta, listed: bool, unseen: bool) -> Self {
         Claimant {
             name: format!(
                 "{}/{}",
-                resource.namespace().unwrap_or_default(),
-                resource.name_any()
+                metadata.namespace.as_deref().unwrap_or_default(),
+                metadata.name.as_deref().unwrap_or_default()
             ),
-            uid: resource.uid(),
-            created: resource.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            listed: resource
-                .status
-                .as_ref()
-                .and_then(|s| s.instance.as_ref())
-                .is_some_and(|i| i.status.is_some()),
-            unseen: resource
-                .status
-                .as_ref()
-                .is_none_or(|s| s.conditions.is_empty()),
+            uid: metadata.uid.clone(),
+            created: metadata.creation_timestamp.as_ref().map(|t| t.0),
+            listed,
+            unseen,
         }
     }
 
@@ -259,6 +259,18 @@ impl Claimant {
     fn age(&self) -> (Option<Timestamp>, Option<&str>) {
         (self.created, self.uid.as_deref())
     }
+}
+
+/// Whether `status` records that the resource's credentials listed the instance.
+pub fn listed(status: Option<&EcsInstanceStatus>) -> bool {
+    status
+        .and_then(|s| s.instance.as_ref())
+        .is_some_and(|i| i.status.is_some())
+}
+
+/// Whether the controller has not written `status` yet.
+pub fn unseen(status: Option<&EcsInstanceStatus>) -> bool {
+    status.is_none_or(|s| s.conditions.is_empty())
 }
 
 /// Who owns a listed instance, by the rule of design.md §3.

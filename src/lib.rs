@@ -1,6 +1,7 @@
 //! The `EcsInstance` controller: ties the release of Alibaba Cloud ECS instances to the life of
 //! Kubernetes resources.
 
+pub mod cached;
 pub mod cli;
 pub mod conditions;
 pub mod decision;

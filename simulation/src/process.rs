@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use ecs_client::{Credentials, CredentialsProvider};
 use ecs_instance_controller::{
+    cached::CachedEcsInstance,
     decision,
     pacing::Timings,
     reconciler::{self, Error, Outcome, Shell, View},
     resource::{EcsInstance, SECRET_IN_USE_FINALIZER},
 };
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 use tokio::task::JoinHandle;
 
 use crate::world::{
@@ -30,7 +31,8 @@ const CONCURRENCY: usize = 3;
 pub struct Process {
     pub id: u32,
     shell: Arc<SimShell>,
-    cache: BTreeMap<Key, Arc<EcsInstance>>,
+    /// What the watch cache holds: the controller's own slim copy of each resource.
+    cache: BTreeMap<Key, Arc<CachedEcsInstance>>,
     secrets: BTreeMap<Key, SimSecret>,
     /// Object → when to reconcile it.
     queue: BTreeMap<Key, Duration>,
@@ -135,6 +137,7 @@ impl Process {
         for change in changes {
             match change {
                 Change::Instance(key, Some(resource)) => {
+                    let resource = Arc::new(CachedEcsInstance::from(EcsInstance::clone(&resource)));
                     let wake = self.cache.get(&key).is_none_or(|old| {
                         reconciler::relevant_change(old) != reconciler::relevant_change(&resource)
                     });
@@ -146,7 +149,7 @@ impl Process {
                 Change::Instance(key, None) => {
                     if let Some(resource) = self.cache.remove(&key) {
                         self.queue.remove(&key);
-                        self.shell.forget(&ObjectRef::from_obj(resource.as_ref()));
+                        self.shell.forget(&resource.object_ref());
                         if let Some(reference) = &resource.spec.credentials_ref {
                             self.release_secret_later(
                                 shared,
@@ -206,7 +209,7 @@ impl Process {
                 Ok(Outcome::Requeue(delay)) => (format!("requeue in {delay:?}"), Some(*delay)),
                 Ok(Outcome::AwaitChange) => ("await change".to_string(), None),
                 Err(error) => {
-                    let delay = self.shell.retry_delay(&resource, error);
+                    let delay = self.shell.retry_delay(resource.as_ref(), error);
                     (format!("error ({error}); retry in {delay:?}"), Some(delay))
                 }
             };
@@ -231,7 +234,11 @@ impl Process {
                 break;
             }
             self.queue.remove(&key);
-            let Some(resource) = self.cache.get(&key).cloned() else {
+            let Some(resource) = self
+                .cache
+                .get(&key)
+                .map(|cached| Arc::new(cached.to_resource().expect("the cached status parses")))
+            else {
                 continue;
             };
             let view = self.view(&resource);

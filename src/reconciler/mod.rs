@@ -45,6 +45,7 @@ pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
 pub use watch::{names_secret, relevant_change};
 
 use crate::{
+    cached::CachedEcsInstance,
     decision::{Claimant, take_over_from},
     metrics::Metrics,
     pacing::Timings,
@@ -60,9 +61,6 @@ use crate::{
 /// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
 pub const DEFAULT_CONCURRENCY: u16 = 64;
 
-/// Where `kubectl apply` keeps its copy of the object.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// How many objects may wait for each turn of `--concurrency` (see [`in_turn`]).
 const WAITING_PER_TURN: u16 = 4;
 
@@ -73,7 +71,7 @@ pub struct Context {
     pub watch_health: WatchHealth,
     /// The cache of every loop, by the namespace it watches (`None`: all): ownership is
     /// decided across all watched namespaces.
-    stores: Mutex<Vec<(Option<String>, Store<EcsInstance>)>>,
+    stores: Mutex<Vec<(Option<String>, Store<CachedEcsInstance>)>>,
     /// Whether Namespaces' `ecs.alicloud.dev/deletion-policy` annotations count
     /// (`--namespace-deletion-policies`; needs list/watch on namespaces).
     namespace_policies: bool,
@@ -191,15 +189,17 @@ impl Context {
         }))
     }
 
-    /// The caches a pass of `resource` reads: its own loop's, once it has listed, and every
+    /// The caches a pass of a resource in `namespace` reads: its own loop's, once it has listed, and every
     /// other loop's that has listed. A namespace that cannot be listed (its RoleBinding went)
     /// holds up nobody but its own resources (design.md §7).
-    async fn stores_for(&self, resource: &EcsInstance) -> Result<Vec<Store<EcsInstance>>, Error> {
+    async fn stores_for(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Store<CachedEcsInstance>>, Error> {
         let stores = self.stores.lock().expect("stores lock").clone();
-        let namespace = resource.namespace();
         let mut ready = Vec::new();
         for (watched, store) in stores {
-            if watched.is_none() || watched == namespace {
+            if watched.is_none() || watched.as_deref() == namespace {
                 store
                     .wait_until_ready()
                     .await
@@ -220,7 +220,10 @@ impl Context {
 /// What a pass of `resource` sees of the other resources in `cache` (the watch caches, or the
 /// simulation's): which name the same instance, and whether one that holds our finalizer names
 /// the same credentials Secret.
-pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsInstance>) -> View {
+pub fn view<'a>(
+    resource: &EcsInstance,
+    cache: impl IntoIterator<Item = &'a CachedEcsInstance>,
+) -> View {
     let namespace = resource.namespace();
     let secret = resource
         .spec
@@ -245,7 +248,11 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
         if other.spec.instance_id == resource.spec.instance_id
             && other.spec.region_id == resource.spec.region_id
         {
-            view.claimants.push(Claimant::of(other));
+            view.claimants.push(Claimant::from_parts(
+                &other.metadata,
+                other.listed,
+                other.unseen,
+            ));
         }
         if !view.secret_needed_elsewhere
             && let (Some(namespace), Some(secret)) = (namespace.as_deref(), secret)
@@ -259,14 +266,14 @@ pub fn view<'a>(resource: &EcsInstance, cache: impl IntoIterator<Item = &'a EcsI
 
 /// Whether `resource` holds our finalizer and names the Secret `namespace/name`: such a Secret
 /// keeps its in-use finalizer (design.md §6).
-pub fn needs_secret(resource: &EcsInstance, namespace: &str, name: &str) -> bool {
+pub fn needs_secret(resource: &CachedEcsInstance, namespace: &str, name: &str) -> bool {
     resource.metadata.namespace.as_deref() == Some(namespace)
         && resource.finalizers().iter().any(|f| f == FINALIZER)
         && names_secret(resource, name)
 }
 
 /// Whether a resource of `store` needs the Secret `namespace/name`.
-fn secret_needed(store: &Store<EcsInstance>, namespace: &str, name: &str) -> bool {
+fn secret_needed(store: &Store<CachedEcsInstance>, namespace: &str, name: &str) -> bool {
     store
         .state()
         .iter()
@@ -281,7 +288,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.watch_namespaces();
-    let (instances_api, secrets_api): (Api<EcsInstance>, Api<PartialObjectMeta<Secret>>) =
+    let (instances_api, secrets_api): (Api<CachedEcsInstance>, Api<PartialObjectMeta<Secret>>) =
         match &namespace {
             Some(ns) => (
                 Api::namespaced(ctx.client.clone(), ns),
@@ -298,15 +305,10 @@ pub async fn run(
     let swept = reader.clone();
     let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
     let secrets_watched = watched.clone();
-    // Deletions of resources clean what this process remembers of them. The cache keeps no
-    // `managedFields` and no `kubectl apply` copy of the object: they are most of an object's
-    // size and never read.
+    // Deletions of resources clean what this process remembers of them. The cache keeps what
+    // passes read (`CachedEcsInstance`).
     let config = watcher::Config::default().any_semantic();
     let instances = watch::paced(watcher(instances_api, config.clone()))
-        .modify(|resource| {
-            resource.managed_fields_mut().clear();
-            resource.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
-        })
         .reflect(writer)
         .inspect(move |event| watching.on_watch_event(event, &swept, &watched))
         .applied_objects()
@@ -381,15 +383,16 @@ pub async fn run(
 /// lookup) and then remove the finalizer, and behind a queue of passes waiting for their own
 /// `DeleteInstance` turns they would all wait until the last release was sent.
 async fn in_turn(
-    resource: Arc<EcsInstance>,
+    resource: Arc<CachedEcsInstance>,
     ctx: Arc<Context>,
     turns: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Action, Error> {
-    let release_sent = resource
-        .status
-        .as_ref()
-        .is_some_and(|status| status.release.is_some());
+    let release_sent = resource.release_sent;
+    // Only the reference waits: the object it was handed may be replaced in the cache meanwhile,
+    // and a waiting copy would keep the old one alive.
+    let reference = ObjectRef::from_obj(resource.as_ref());
+    drop(resource);
     let _turn = if release_sent {
         None
     } else {
@@ -398,19 +401,30 @@ async fn in_turn(
             () = shutdown => return Ok(Action::await_change()),
         }
     };
-    Box::pin(reconcile(resource, ctx)).await
+    Box::pin(reconcile(reference, ctx)).await
 }
 
-async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(
+    reference: ObjectRef<CachedEcsInstance>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     // Ownership is decided on the caches: never before this namespace's first complete list.
-    let stores = ctx.stores_for(&resource).await?;
+    let stores = ctx.stores_for(reference.namespace.as_deref()).await?;
     // The resource as the cache holds it now: it may have changed while it waited for its turn.
-    let reference = ObjectRef::from_obj(resource.as_ref());
-    let Some(resource) = stores.iter().find_map(|store| store.get(&reference)) else {
+    let Some(cached) = stores.iter().find_map(|store| store.get(&reference)) else {
         return Ok(Action::await_change());
     };
-    let cache: Vec<Arc<EcsInstance>> = stores.iter().flat_map(|store| store.state()).collect();
-    let mut view = view(&resource, cache.iter().map(Arc::as_ref));
+    let resource = cached.to_resource().map_err(|error| {
+        Error::Unavailable(format!("the cached status does not parse: {error}"))
+    })?;
+    drop(cached);
+    // The snapshot of every cached object is dropped before the pass waits on anything: held
+    // through it (by hundreds of passes) it kept superseded copies of objects alive.
+    let mut view = {
+        let cache: Vec<Arc<CachedEcsInstance>> =
+            stores.iter().flat_map(|store| store.state()).collect();
+        view(&resource, cache.iter().map(Arc::as_ref))
+    };
     view.namespace_policy = ctx.namespace_policy(&resource).await?;
     Ok(match ctx.shell.reconcile(&resource, &view).await? {
         Outcome::Requeue(delay) => Action::requeue(delay),
@@ -418,11 +432,11 @@ async fn reconcile(resource: Arc<EcsInstance>, ctx: Arc<Context>) -> Result<Acti
     })
 }
 
-fn error_policy(resource: Arc<EcsInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(resource: Arc<CachedEcsInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     let object = ObjectRef::from_obj(resource.as_ref());
     warn!(%error, resource = %object, "reconcile error");
     ctx.shell.metrics.reconcile_failed(error.label());
-    Action::requeue(ctx.shell.retry_delay(&resource, error))
+    Action::requeue(ctx.shell.retry_delay(resource.as_ref(), error))
 }
 
 impl Context {
@@ -432,7 +446,7 @@ impl Context {
         self: &Arc<Self>,
         namespace: String,
         name: String,
-        store: Store<EcsInstance>,
+        store: Store<CachedEcsInstance>,
     ) {
         let ctx = self.clone();
         tokio::spawn(async move {
@@ -454,8 +468,8 @@ impl Context {
     /// those that vanished while the watch was down.
     fn on_watch_event(
         self: &Arc<Self>,
-        event: &Result<watcher::Event<EcsInstance>, watcher::Error>,
-        store: &Store<EcsInstance>,
+        event: &Result<watcher::Event<CachedEcsInstance>, watcher::Error>,
+        store: &Store<CachedEcsInstance>,
         namespace: &str,
     ) {
         if !matches!(event, Ok(watcher::Event::Init)) {
@@ -464,7 +478,7 @@ impl Context {
         if let Ok(event) = event {
             match event {
                 watcher::Event::Delete(resource) => {
-                    self.shell.forget(&ObjectRef::from_obj(resource));
+                    self.shell.forget(&resource.object_ref());
                     if let Some(reference) = &resource.spec.credentials_ref {
                         let namespace = resource.namespace().unwrap_or_default();
                         self.release_secret_later(namespace, reference.name.clone(), store.clone());
@@ -493,12 +507,9 @@ impl Context {
         }
     }
 
-    fn forget_missing(&self, store: &Store<EcsInstance>) {
-        let present: HashSet<ObjectRef<EcsInstance>> = store
-            .state()
-            .iter()
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect();
+    fn forget_missing(&self, store: &Store<CachedEcsInstance>) {
+        let present: HashSet<ObjectRef<EcsInstance>> =
+            store.state().iter().map(|r| r.object_ref()).collect();
         let namespaces: HashSet<Option<String>> =
             present.iter().map(|o| o.namespace.clone()).collect();
         let gone: Vec<ObjectRef<EcsInstance>> = self

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use jiff::Timestamp;
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::resource::{EcsInstance, ReleaseRecord};
 
@@ -21,6 +21,17 @@ pub struct ObjectState {
     pub failures: u32,
 }
 
+impl ObjectState {
+    fn is_empty(&self) -> bool {
+        self.stop_requested_at.is_none() && self.accepted_release.is_none() && self.failures == 0
+    }
+}
+
+/// Under which reference a resource (as the pass or as the cache sees it) is remembered.
+fn key<R: Resource<DynamicType = ()>>(resource: &R) -> ObjectRef<EcsInstance> {
+    ObjectRef::<R>::from_obj(resource).into_kind_unchecked(())
+}
+
 #[derive(Default)]
 pub struct Objects(Mutex<HashMap<ObjectRef<EcsInstance>, ObjectState>>);
 
@@ -29,27 +40,33 @@ impl Objects {
     pub fn get(&self, resource: &EcsInstance) -> ObjectState {
         let objects = self.0.lock().expect("objects lock");
         objects
-            .get(&ObjectRef::from_obj(resource))
+            .get(&key(resource))
             .filter(|state| state.uid == resource.uid())
             .cloned()
             .unwrap_or_default()
     }
 
-    /// Changes the state of `resource` (starting afresh for a new UID).
-    pub fn update<T>(
+    /// Changes the state of `resource` (starting afresh for a new UID). A state back to
+    /// nothing worth remembering is dropped: most resources, Ready, keep no entry at all.
+    pub fn update<R: Resource<DynamicType = ()>, T>(
         &self,
-        resource: &EcsInstance,
+        resource: &R,
         change: impl FnOnce(&mut ObjectState) -> T,
     ) -> T {
         let mut objects = self.0.lock().expect("objects lock");
-        let state = objects.entry(ObjectRef::from_obj(resource)).or_default();
+        let key = key(resource);
+        let state = objects.entry(key.clone()).or_default();
         if state.uid != resource.uid() {
             *state = ObjectState {
                 uid: resource.uid(),
                 ..Default::default()
             };
         }
-        change(state)
+        let result = change(state);
+        if state.is_empty() {
+            objects.remove(&key);
+        }
+        result
     }
 
     pub fn remove(&self, object: &ObjectRef<EcsInstance>) {

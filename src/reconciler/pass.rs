@@ -402,7 +402,11 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
     /// or the backoff base otherwise, capped low. Kubernetes API failures come and go with the
     /// API server (a restart, an outage): never the long cloud backoff cap, which would hold
     /// deletions long after it.
-    pub fn retry_delay(&self, resource: &EcsInstance, error: &Error) -> Duration {
+    pub fn retry_delay(
+        &self,
+        resource: &impl kube::Resource<DynamicType = ()>,
+        error: &Error,
+    ) -> Duration {
         let base = match error {
             Error::Conflict(_) => CONFLICT_RETRY,
             _ => self.timings.backoff_base,

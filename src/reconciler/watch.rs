@@ -16,8 +16,7 @@ use kube::{
 };
 
 use crate::{
-    reasons::RECHECK_ANNOTATION,
-    resource::{EcsInstance, TAKE_OVER_ANNOTATION},
+    cached::CachedEcsInstance, reasons::RECHECK_ANNOTATION, resource::TAKE_OVER_ANNOTATION,
 };
 
 /// A watch that comes back quickly after an API server outage: one backoff per watch, from
@@ -92,7 +91,7 @@ impl kube::runtime::utils::Backoff for NoTriggerBackoff {
 /// Only changes that matter wake the reconciler: the controller's own status writes do not
 /// (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
 /// annotation do.
-pub fn relevant_change(resource: &EcsInstance) -> Option<u64> {
+pub fn relevant_change(resource: &CachedEcsInstance) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     resource.metadata.generation.hash(&mut hasher);
@@ -151,10 +150,10 @@ impl SecretChanges {
 
 /// The resources of `store` in `namespace` that name the Secret `secret`.
 pub fn referencing(
-    store: &Store<EcsInstance>,
+    store: &Store<CachedEcsInstance>,
     namespace: Option<&str>,
     secret: &str,
-) -> Vec<ObjectRef<EcsInstance>> {
+) -> Vec<ObjectRef<CachedEcsInstance>> {
     store
         .state()
         .iter()
@@ -164,7 +163,7 @@ pub fn referencing(
         .collect()
 }
 
-pub fn names_secret(resource: &EcsInstance, secret: &str) -> bool {
+pub fn names_secret(resource: &CachedEcsInstance, secret: &str) -> bool {
     resource
         .spec
         .credentials_ref
