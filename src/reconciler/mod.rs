@@ -14,12 +14,16 @@ mod credentials;
 mod kube_api;
 mod objects;
 mod pass;
+mod queue;
 mod seams;
 mod watch;
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
+    panic::AssertUnwindSafe,
+    pin::pin,
     sync::{Arc, Mutex, OnceLock},
+    time::Duration,
 };
 
 use ecs_client::{CredentialsProvider, EcsClient};
@@ -29,13 +33,16 @@ use kube::{
     Api, Client, ResourceExt,
     api::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::{self, Action},
+        WatchStreamExt,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
-use tokio::sync::Semaphore;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+    time::Instant,
+};
 use tracing::warn;
 
 pub use credentials::{CredentialsPolicy, Namespaces};
@@ -43,6 +50,8 @@ pub use kube_api::{KubeCluster, MANAGER};
 pub use pass::{Outcome, Shell, View};
 pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
 pub use watch::{names_secret, relevant_change};
+
+use queue::{Key, WorkQueue};
 
 use crate::{
     cached::CachedEcsInstance,
@@ -60,9 +69,6 @@ use crate::{
 /// `DescribeInstances` batcher), and the more lookups wait together, the fuller each batch: with
 /// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
 pub const DEFAULT_CONCURRENCY: u16 = 64;
-
-/// How many objects may wait for each turn of `--concurrency` (see [`in_turn`]).
-const WAITING_PER_TURN: u16 = 4;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -189,8 +195,8 @@ impl Context {
         }))
     }
 
-    /// The caches a pass of a resource in `namespace` reads: its own loop's, once it has listed, and every
-    /// other loop's that has listed. A namespace that cannot be listed (its RoleBinding went)
+    /// The caches a pass of a resource in `namespace` reads: its own loop's, once it has
+    /// listed, and every other loop's that has listed. A namespace that cannot be listed (its RoleBinding went)
     /// holds up nobody but its own resources (design.md §7).
     async fn stores_for(
         &self,
@@ -303,6 +309,8 @@ pub async fn run(
         .push((namespace.clone(), reader.clone()));
     let watching = ctx.clone();
     let swept = reader.clone();
+    let queue = Arc::new(WorkQueue::default());
+    let forgetting = queue.clone();
     let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
     let secrets_watched = watched.clone();
     // Deletions of resources clean what this process remembers of them. The cache keeps what
@@ -310,7 +318,7 @@ pub async fn run(
     let config = watcher::Config::default().any_semantic();
     let instances = watch::paced(watcher(instances_api, config.clone()))
         .reflect(writer)
-        .inspect(move |event| watching.on_watch_event(event, &swept, &watched))
+        .inspect(move |event| watching.on_watch_event(event, &swept, &watched, &forgetting))
         .applied_objects()
         .predicate_filter(watch::relevant_change, Default::default());
     // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
@@ -327,10 +335,16 @@ pub async fn run(
     let store = reader.clone();
     let secret_ctx = ctx.clone();
     let secret_changes = watch::SecretChanges::default();
-    let shutdown = shutdown.shared();
-    let turns = Arc::new(Semaphore::new(concurrency.into()));
-    Controller::for_stream(instances, reader)
-        .watches_stream(secrets, move |secret| {
+    let resource_queue = queue.clone();
+    let resource_triggers = instances.for_each(move |resource| {
+        if let Ok(resource) = resource {
+            resource_queue.schedule(key_of(&resource), Instant::now());
+        }
+        async {}
+    });
+    let secret_queue = queue.clone();
+    let secret_triggers = secrets.for_each(move |secret| {
+        if let Ok(secret) = secret {
             let namespace = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
             secret_ctx.shell.secrets.changed(&namespace, &name);
@@ -342,77 +356,96 @@ pub async fn run(
             {
                 secret_ctx.release_secret_later(namespace.clone(), name.clone(), store.clone());
             }
-            if !secret_changes.wakes(&secret) {
-                return Vec::new();
-            }
-            watch::referencing(&store, Some(&namespace), &name)
-        })
-        // kube-runtime's own limit, well above ours, only bounds how many objects wait for a
-        // turn (each holds its object: all 10,000 at once doubled the memory after a start).
-        .with_config(
-            controller::Config::default().concurrency(concurrency.saturating_mul(WAITING_PER_TURN)),
-        )
-        .trigger_backoff(watch::NoTriggerBackoff)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            move |resource, ctx| in_turn(resource, ctx, turns.clone(), shutdown.clone()),
-            error_policy,
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                match error {
-                    // Already logged and counted by `error_policy`.
-                    controller::Error::ReconcilerFailed(..) => {}
-                    error => warn!(%error, "controller"),
+            if secret_changes.wakes(&secret) {
+                for key in watch::referencing(&store, Some(&namespace), &name) {
+                    secret_queue.schedule(key, Instant::now());
                 }
             }
-        })
-        .await;
+        }
+        async {}
+    });
+    let turns = Arc::new(Semaphore::new(concurrency.into()));
+    // Passes waiting for a turn, first come, first served.
+    let mut waiting: VecDeque<Key> = VecDeque::new();
+    let mut passes = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    let mut resource_triggers = pin!(resource_triggers);
+    let mut secret_triggers = pin!(secret_triggers);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = &mut resource_triggers => break,
+            () = &mut secret_triggers => break,
+            Some(_) = passes.join_next(), if !passes.is_empty() => {}
+            turn = turns.clone().acquire_owned(), if !waiting.is_empty() => {
+                let key = waiting.pop_front().expect("a waiting pass");
+                let turn = turn.expect("the semaphore is never closed");
+                passes.spawn(pass(key, ctx.clone(), queue.clone(), Some(turn)));
+            }
+            key = queue.next() => {
+                // A resource whose release was sent skips the line: its passes only look (one
+                // batched lookup) and then remove the finalizer, and behind passes waiting for
+                // their own `DeleteInstance` turns they would wait until the last was sent.
+                let (namespace, name) = queue::parts(&key);
+                let reference = ObjectRef::<CachedEcsInstance>::new(name).within(namespace);
+                if reader.get(&reference).is_some_and(|cached| cached.release_sent) {
+                    passes.spawn(pass(key, ctx.clone(), queue.clone(), None));
+                } else {
+                    waiting.push_back(key);
+                }
+            }
+        }
+    }
+    // Passes that run end as they would (a status write, a finalizer); none starts any more.
+    while passes.join_next().await.is_some() {}
 }
 
-/// Waits for one of `turns` (first come, first served), then reconciles. kube-runtime's own
-/// concurrency limit takes the next object from an unordered set: when it was the only limit,
-/// under sustained load (a mass release, a short resync) the same few objects lost every draw
-/// and waited for ever, some without even a finalizer. Now its limit is [`WAITING_PER_TURN`]
-/// times ours, so its set fills only when that many objects are ready at once, and the order
-/// among those it admitted is ours. A waiting object holds only a small future; the pass itself
-/// is boxed once its turn comes.
-///
-/// A resource whose release was already sent skips the line: its passes only look (one batched
-/// lookup) and then remove the finalizer, and behind a queue of passes waiting for their own
-/// `DeleteInstance` turns they would all wait until the last release was sent.
-async fn in_turn(
-    resource: Arc<CachedEcsInstance>,
+fn key_of(resource: &CachedEcsInstance) -> Key {
+    queue::key(
+        &resource.namespace().unwrap_or_default(),
+        &resource.name_any(),
+    )
+}
+
+/// One pass over the resource `key` (holding `turn`, if it needed one), then tells the queue when
+/// to look again: as the pass asked, after a failure as [`retry`] says, never if it panicked
+/// (logged; a change of the resource asks again).
+async fn pass(
+    key: Key,
     ctx: Arc<Context>,
-    turns: Arc<Semaphore>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Action, Error> {
-    let release_sent = resource.release_sent;
-    // Only the reference waits: the object it was handed may be replaced in the cache meanwhile,
-    // and a waiting copy would keep the old one alive.
-    let reference = ObjectRef::from_obj(resource.as_ref());
-    drop(resource);
-    let _turn = if release_sent {
-        None
-    } else {
-        tokio::select! {
-            turn = turns.acquire_owned() => Some(turn.expect("the semaphore is never closed")),
-            () = shutdown => return Ok(Action::await_change()),
+    queue: Arc<WorkQueue>,
+    turn: Option<OwnedSemaphorePermit>,
+) {
+    queue.started(&key);
+    let (namespace, name) = queue::parts(&key);
+    let reference = ObjectRef::<CachedEcsInstance>::new(name).within(namespace);
+    let result = AssertUnwindSafe(reconcile(reference.clone(), ctx.clone()))
+        .catch_unwind()
+        .await;
+    drop(turn);
+    let then = match result {
+        Ok(Ok(then)) => then,
+        Ok(Err(error)) => retry(&reference, &error, &ctx),
+        Err(_) => {
+            warn!(resource = %reference, "a pass panicked");
+            None
         }
     };
-    Box::pin(reconcile(reference, ctx)).await
+    queue.finished(key, then.map(|delay| Instant::now() + delay));
 }
 
+/// Reads the resource from the caches when its turn has come and makes a pass; when to look
+/// again, if at all.
 async fn reconcile(
     reference: ObjectRef<CachedEcsInstance>,
     ctx: Arc<Context>,
-) -> Result<Action, Error> {
+) -> Result<Option<Duration>, Error> {
     // Ownership is decided on the caches: never before this namespace's first complete list.
     let stores = ctx.stores_for(reference.namespace.as_deref()).await?;
-    // The resource as the cache holds it now: it may have changed while it waited for its turn.
+    // The resource as the cache holds it now.
     let Some(cached) = stores.iter().find_map(|store| store.get(&reference)) else {
-        return Ok(Action::await_change());
+        return Ok(None);
     };
     let resource = cached.to_resource().map_err(|error| {
         Error::Unavailable(format!("the cached status does not parse: {error}"))
@@ -427,16 +460,22 @@ async fn reconcile(
     };
     view.namespace_policy = ctx.namespace_policy(&resource).await?;
     Ok(match ctx.shell.reconcile(&resource, &view).await? {
-        Outcome::Requeue(delay) => Action::requeue(delay),
-        Outcome::AwaitChange => Action::await_change(),
+        Outcome::Requeue(delay) => Some(delay),
+        Outcome::AwaitChange => None,
     })
 }
 
-fn error_policy(resource: Arc<CachedEcsInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    let object = ObjectRef::from_obj(resource.as_ref());
-    warn!(%error, resource = %object, "reconcile error");
+/// After a failed pass: logged, counted, and looked at again after the shell's retry delay.
+fn retry(
+    reference: &ObjectRef<CachedEcsInstance>,
+    error: &Error,
+    ctx: &Context,
+) -> Option<Duration> {
+    warn!(%error, resource = %reference, "reconcile error");
     ctx.shell.metrics.reconcile_failed(error.label());
-    Action::requeue(ctx.shell.retry_delay(resource.as_ref(), error))
+    let stores = ctx.stores.lock().expect("stores lock").clone();
+    let cached = stores.iter().find_map(|(_, store)| store.get(reference))?;
+    Some(ctx.shell.retry_delay(cached.as_ref(), error))
 }
 
 impl Context {
@@ -471,6 +510,7 @@ impl Context {
         event: &Result<watcher::Event<CachedEcsInstance>, watcher::Error>,
         store: &Store<CachedEcsInstance>,
         namespace: &str,
+        queue: &WorkQueue,
     ) {
         if !matches!(event, Ok(watcher::Event::Init)) {
             self.on_watch_health(event.as_ref().err(), namespace, "ecsinstances");
@@ -478,6 +518,7 @@ impl Context {
         if let Ok(event) = event {
             match event {
                 watcher::Event::Delete(resource) => {
+                    queue.forget(&key_of(resource));
                     self.shell.forget(&resource.object_ref());
                     if let Some(reference) = &resource.spec.credentials_ref {
                         let namespace = resource.namespace().unwrap_or_default();

@@ -9,12 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     ResourceExt,
     api::PartialObjectMeta,
-    runtime::{
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
+    runtime::{reflector::Store, watcher},
 };
 
+use super::queue::{Key, key};
 use crate::{
     cached::CachedEcsInstance, reasons::RECHECK_ANNOTATION, resource::TAKE_OVER_ANNOTATION,
 };
@@ -32,9 +30,8 @@ fn watch_backoff() -> watcher::ExponentialBackoff {
 }
 
 /// Paces a watch's retries with [`watch_backoff`], the only delay a watch error causes (the
-/// controller adds none: [`NoTriggerBackoff`]). A 410 Gone (the API server no longer has our
-/// resourceVersion, as after its restart) re-lists at once, unless the last one came less than
-/// [`REGONE_WITHIN`] ago (no tight list loop); the backoff starts over once the watch delivers
+/// work queue adds none). A 410 Gone (the API server no longer has our resourceVersion, as
+/// after its restart) re-lists at once, unless the last one came less than [`REGONE_WITHIN`] ago (no tight list loop); the backoff starts over once the watch delivers
 /// objects again (not on `Init`, which kube-runtime emits before the list). An error passes
 /// through at once (health, logs); the pause comes before the next poll.
 pub fn paced<K: Send + 'static>(
@@ -69,24 +66,6 @@ pub fn paced<K: Send + 'static>(
 
 /// A 410 Gone this soon after the last one is paced like any other error.
 const REGONE_WITHIN: Duration = Duration::from_secs(30);
-
-/// The controller's backoff over the merged watch streams, which kube-runtime adds by default
-/// (0.8 s doubling to 30 s, reset only by an event that passes the filters): on top of each
-/// watch's own it stacked to 54–60 s before the watches resumed after an API server restart.
-/// The watches pace themselves ([`paced`]), so this adds nothing.
-pub struct NoTriggerBackoff;
-
-impl Iterator for NoTriggerBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-}
-
-impl kube::runtime::utils::Backoff for NoTriggerBackoff {
-    fn reset(&mut self) {}
-}
 
 /// Only changes that matter wake the reconciler: the controller's own status writes do not
 /// (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
@@ -153,13 +132,18 @@ pub fn referencing(
     store: &Store<CachedEcsInstance>,
     namespace: Option<&str>,
     secret: &str,
-) -> Vec<ObjectRef<CachedEcsInstance>> {
+) -> Vec<Key> {
     store
         .state()
         .iter()
         .filter(|resource| resource.namespace().as_deref() == namespace)
         .filter(|resource| names_secret(resource, secret))
-        .map(|resource| ObjectRef::from_obj(resource.as_ref()))
+        .map(|resource| {
+            key(
+                &resource.namespace().unwrap_or_default(),
+                &resource.name_any(),
+            )
+        })
         .collect()
 }
 
