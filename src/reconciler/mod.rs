@@ -49,6 +49,7 @@ pub use credentials::{CredentialsPolicy, Namespaces};
 pub use kube_api::{KubeCluster, MANAGER};
 pub use pass::{Outcome, Shell, View};
 pub use seams::{Clock, Cloud, Cluster, Error, SecretRead, SystemClock};
+use watch::Listed;
 pub use watch::{names_secret, relevant_change};
 
 use queue::{Key, WorkQueue};
@@ -70,6 +71,13 @@ use crate::{
 /// 64, deleting 1,000 resources costs about 16 describes per polling round instead of 1,000.
 pub const DEFAULT_CONCURRENCY: u16 = 64;
 
+/// One loop's watch cache, and whether it has listed.
+#[derive(Clone)]
+struct Cache {
+    store: Store<CachedEcsInstance>,
+    listed: Listed,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -77,12 +85,12 @@ pub struct Context {
     pub watch_health: WatchHealth,
     /// The cache of every loop, by the namespace it watches (`None`: all): ownership is
     /// decided across all watched namespaces.
-    stores: Mutex<Vec<(Option<String>, Store<CachedEcsInstance>)>>,
+    stores: Mutex<Vec<(Option<String>, Cache)>>,
     /// Whether Namespaces' `ecs.alicloud.dev/deletion-policy` annotations count
     /// (`--namespace-deletion-policies`; needs list/watch on namespaces).
     namespace_policies: bool,
     /// The Namespaces' metadata, watched once per process when `namespace_policies` is on.
-    namespaces: OnceLock<Store<PartialObjectMeta<Namespace>>>,
+    namespaces: OnceLock<(Store<PartialObjectMeta<Namespace>>, Listed)>,
 }
 
 impl Context {
@@ -137,7 +145,8 @@ impl Context {
             return;
         }
         let (reader, writer) = reflector::store();
-        if self.namespaces.set(reader).is_err() {
+        let listed = Listed::of(&reader);
+        if self.namespaces.set((reader, listed)).is_err() {
             return;
         }
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.client.clone());
@@ -162,14 +171,14 @@ impl Context {
         resource: &EcsInstance,
     ) -> Result<Option<(String, Result<DeletionPolicy, String>)>, Error> {
         const LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-        let Some(store) = self.namespaces.get() else {
+        let Some((store, listed)) = self.namespaces.get() else {
             return Ok(None);
         };
         if resource.spec.deletion_policy.is_some() {
             return Ok(None);
         }
         let name = resource.namespace().unwrap_or_default();
-        match tokio::time::timeout(LIST_WAIT, store.wait_until_ready()).await {
+        match tokio::time::timeout(LIST_WAIT, listed.wait()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Error::CacheStopped),
             Err(_) => {
@@ -204,19 +213,16 @@ impl Context {
     ) -> Result<Vec<Store<CachedEcsInstance>>, Error> {
         let stores = self.stores.lock().expect("stores lock").clone();
         let mut ready = Vec::new();
-        for (watched, store) in stores {
+        for (watched, cache) in stores {
             if watched.is_none() || watched.as_deref() == namespace {
-                store
-                    .wait_until_ready()
+                cache
+                    .listed
+                    .wait()
                     .await
-                    .map_err(|_| Error::CacheStopped)?;
-                ready.push(store);
-            } else if store
-                .wait_until_ready()
-                .now_or_never()
-                .is_some_and(|r| r.is_ok())
-            {
-                ready.push(store);
+                    .map_err(|()| Error::CacheStopped)?;
+                ready.push(cache.store);
+            } else if cache.listed.now() {
+                ready.push(cache.store);
             }
         }
         Ok(ready)
@@ -303,12 +309,16 @@ pub async fn run(
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
     let (reader, writer) = reflector::store();
+    let cache = Cache {
+        listed: Listed::of(&reader),
+        store: reader.clone(),
+    };
     ctx.stores
         .lock()
         .expect("stores lock")
-        .push((namespace.clone(), reader.clone()));
+        .push((namespace.clone(), cache.clone()));
     let watching = ctx.clone();
-    let swept = reader.clone();
+    let swept = cache.clone();
     let queue = Arc::new(WorkQueue::default());
     let forgetting = queue.clone();
     let watched = namespace.clone().unwrap_or_else(|| "*".to_string());
@@ -333,6 +343,7 @@ pub async fn run(
         })
         .touched_objects();
     let store = reader.clone();
+    let secret_cache = cache.clone();
     let secret_ctx = ctx.clone();
     let secret_changes = watch::SecretChanges::default();
     let resource_queue = queue.clone();
@@ -354,7 +365,11 @@ pub async fn run(
                 .any(|f| f == SECRET_IN_USE_FINALIZER)
                 && !secret_needed(&store, &namespace, &name)
             {
-                secret_ctx.release_secret_later(namespace.clone(), name.clone(), store.clone());
+                secret_ctx.release_secret_later(
+                    namespace.clone(),
+                    name.clone(),
+                    secret_cache.clone(),
+                );
             }
             if secret_changes.wakes(&secret) {
                 for key in watch::referencing(&store, Some(&namespace), &name) {
@@ -474,26 +489,24 @@ fn retry(
     warn!(%error, resource = %reference, "reconcile error");
     ctx.shell.metrics.reconcile_failed(error.label());
     let stores = ctx.stores.lock().expect("stores lock").clone();
-    let cached = stores.iter().find_map(|(_, store)| store.get(reference))?;
+    let cached = stores
+        .iter()
+        .find_map(|(_, cache)| cache.store.get(reference))?;
     Some(ctx.shell.retry_delay(cached.as_ref(), error))
 }
 
 impl Context {
     /// Releases the in-use finalizer of a Secret outside the watch's callback (which cannot
     /// wait), checking again before each try that no resource needs it.
-    fn release_secret_later(
-        self: &Arc<Self>,
-        namespace: String,
-        name: String,
-        store: Store<CachedEcsInstance>,
-    ) {
+    fn release_secret_later(self: &Arc<Self>, namespace: String, name: String, cache: Cache) {
         let ctx = self.clone();
         tokio::spawn(async move {
             // Right after a start, the Secrets watch may list before the resources have: an
             // empty cache would say nobody needs any Secret.
-            if store.wait_until_ready().await.is_err() {
+            if cache.listed.wait().await.is_err() {
                 return;
             }
+            let store = cache.store;
             ctx.shell
                 .release_secret_until_done(&namespace, &name, || {
                     secret_needed(&store, &namespace, &name)
@@ -508,7 +521,7 @@ impl Context {
     fn on_watch_event(
         self: &Arc<Self>,
         event: &Result<watcher::Event<CachedEcsInstance>, watcher::Error>,
-        store: &Store<CachedEcsInstance>,
+        cache: &Cache,
         namespace: &str,
         queue: &WorkQueue,
     ) {
@@ -522,10 +535,10 @@ impl Context {
                     self.shell.forget(&resource.object_ref());
                     if let Some(reference) = &resource.spec.credentials_ref {
                         let namespace = resource.namespace().unwrap_or_default();
-                        self.release_secret_later(namespace, reference.name.clone(), store.clone());
+                        self.release_secret_later(namespace, reference.name.clone(), cache.clone());
                     }
                 }
-                watcher::Event::InitDone => self.forget_missing(store),
+                watcher::Event::InitDone => self.forget_missing(&cache.store),
                 _ => {}
             }
         }

@@ -67,6 +67,44 @@ pub fn paced<K: Send + 'static>(
 /// A 410 Gone this soon after the last one is paced like any other error.
 const REGONE_WITHIN: Duration = Duration::from_secs(30);
 
+/// Whether a watch cache has listed, for any number of waiters. kube-runtime's
+/// `Store::wait_until_ready` keeps one waker: of the tasks waiting on it only the last to poll
+/// is woken (the others waited for ever: at a start, the first passes of 63 resources and any
+/// Secret release waiting for the list). One task waits on it here and tells everyone.
+#[derive(Clone)]
+pub struct Listed(tokio::sync::watch::Receiver<bool>);
+
+impl Listed {
+    pub fn of<K>(store: &Store<K>) -> Self
+    where
+        K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let (listed, receiver) = tokio::sync::watch::channel(false);
+        let store = store.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                listed.send_replace(true);
+            }
+        });
+        Listed(receiver)
+    }
+
+    /// Waits until the cache has listed; an error if its watch stopped before.
+    pub async fn wait(&self) -> Result<(), ()> {
+        self.0
+            .clone()
+            .wait_for(|listed| *listed)
+            .await
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    pub fn now(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
 /// Only changes that matter wake the reconciler: the controller's own status writes do not
 /// (they would double the DescribeInstances calls); spec, finalizer, deletion and the recheck
 /// annotation do.
