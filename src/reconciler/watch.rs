@@ -211,6 +211,30 @@ mod tests {
         secret
     }
 
+    #[tokio::test]
+    async fn every_task_waiting_for_the_list_is_woken() {
+        let (store, mut writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
+        let listed = Listed::of(&store);
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let listed = listed.clone();
+                tokio::spawn(async move { listed.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!listed.now());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .unwrap()
+                .unwrap();
+        }
+        assert!(listed.now());
+    }
+
     #[test]
     fn only_content_changes_and_deletion_of_a_secret_wake_its_resources() {
         let changes = SecretChanges::default();
