@@ -826,6 +826,9 @@ impl Cluster for SimCluster {
                     Err(Error::Conflict(key.1.clone()))
                 }
                 Some(mut stored) => {
+                    // As the API server keeps it: its JSON, times to the second, so what the
+                    // next read returns (and the watch caches parse) is what was stored.
+                    let status = &stored_form(status);
                     // A new intent (not one carried over from the status read).
                     let requested = |s: Option<&EcsInstanceStatus>| {
                         s.and_then(|s| s.release.as_ref())
@@ -1022,4 +1025,10 @@ impl Clock for SimClock {
     fn unit(&self) -> f64 {
         self.0.lock().rng.random()
     }
+}
+
+/// A status as the API server stores it and returns it: through its JSON (times to the second).
+fn stored_form(status: &EcsInstanceStatus) -> EcsInstanceStatus {
+    let json = serde_json::to_string(status).expect("a status always serializes");
+    serde_json::from_str(&json).expect("a status parses back")
 }

@@ -8,6 +8,7 @@
 //! - [`credentials`]: which credentials a resource uses, and the Secret cache;
 //! - [`objects`]: what this process remembers of each resource between passes;
 //! - [`watch`]: watch pacing and which changes wake the reconciler;
+//! - [`queue`]: the work queue (which resource is due, one pass per resource at a time);
 //! - this module: the controller loops over the watch caches, and what a pass sees of them.
 
 mod credentials;
