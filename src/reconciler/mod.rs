@@ -403,9 +403,7 @@ pub async fn run(
                 // A resource whose release was sent skips the line: its passes only look (one
                 // batched lookup) and then remove the finalizer, and behind passes waiting for
                 // their own `DeleteInstance` turns they would wait until the last was sent.
-                let (namespace, name) = queue::parts(&key);
-                let reference = ObjectRef::<CachedEcsInstance>::new(name).within(namespace);
-                if reader.get(&reference).is_some_and(|cached| cached.release_sent) {
+                if reader.get(&reference_of(&key)).is_some_and(|cached| cached.release_sent) {
                     passes.spawn(pass(key, ctx.clone(), queue.clone(), None));
                 } else {
                     waiting.push_back(key);
@@ -417,11 +415,17 @@ pub async fn run(
     while passes.join_next().await.is_some() {}
 }
 
+/// The work queue's key of a cached resource, and back.
 fn key_of(resource: &CachedEcsInstance) -> Key {
     queue::key(
         &resource.namespace().unwrap_or_default(),
         &resource.name_any(),
     )
+}
+
+fn reference_of(key: &str) -> ObjectRef<CachedEcsInstance> {
+    let (namespace, name) = queue::parts(key);
+    ObjectRef::new(name).within(namespace)
 }
 
 /// One pass over the resource `key` (holding `turn`, if it needed one), then tells the queue when
@@ -434,8 +438,7 @@ async fn pass(
     turn: Option<OwnedSemaphorePermit>,
 ) {
     queue.started(&key);
-    let (namespace, name) = queue::parts(&key);
-    let reference = ObjectRef::<CachedEcsInstance>::new(name).within(namespace);
+    let reference = reference_of(&key);
     let result = AssertUnwindSafe(reconcile(reference.clone(), ctx.clone()))
         .catch_unwind()
         .await;

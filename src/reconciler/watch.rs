@@ -12,7 +12,7 @@ use kube::{
     runtime::{reflector::Store, watcher},
 };
 
-use super::queue::{Key, key};
+use super::{key_of, queue::Key};
 use crate::{
     cached::CachedEcsInstance, reasons::RECHECK_ANNOTATION, resource::TAKE_OVER_ANNOTATION,
 };
@@ -176,12 +176,7 @@ pub fn referencing(
         .iter()
         .filter(|resource| resource.namespace().as_deref() == namespace)
         .filter(|resource| names_secret(resource, secret))
-        .map(|resource| {
-            key(
-                &resource.namespace().unwrap_or_default(),
-                &resource.name_any(),
-            )
-        })
+        .map(|resource| key_of(resource))
         .collect()
 }
 
