@@ -12,7 +12,7 @@ use kube::{Resource, runtime::reflector::ObjectRef};
 use serde::Deserialize;
 
 use crate::{
-    decision::{listed, unseen},
+    decision::{listed, recorded_claim, unseen},
     resource::{EcsInstance, EcsInstanceSpec},
 };
 
@@ -34,6 +34,8 @@ pub struct CachedEcsInstance {
     pub unseen: bool,
     /// Its status records a `DeleteInstance` sent (its passes skip the queue, design.md §8).
     pub release_sent: bool,
+    /// The claim its status records (design.md §3, adoption in batches).
+    pub claim: Option<Box<str>>,
 }
 
 impl From<EcsInstance> for CachedEcsInstance {
@@ -63,9 +65,11 @@ impl From<EcsInstance> for CachedEcsInstance {
             annotations: annotations.filter(|a| !a.is_empty()),
             ..ObjectMeta::default()
         };
+        let claim = recorded_claim(status.as_ref(), metadata.uid.as_deref()).map(Box::from);
         CachedEcsInstance {
             metadata,
             spec,
+            claim,
             listed: listed(status.as_ref()),
             unseen: unseen(status.as_ref()),
             release_sent: status.as_ref().is_some_and(|s| s.release.is_some()),

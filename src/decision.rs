@@ -24,7 +24,7 @@ use crate::reasons::{self, EventKind, Kind, Reason};
 use crate::resource::{
     DeletionPolicy, EcsInstance, EcsInstanceStatus, LastError, NAMESPACE_POLICY_ANNOTATION,
     OWNER_TAG, OWNER_UID_TAG, ObservedInstance, ObservedWith, ReleaseRecord, StopPolicy,
-    StoppedMode, TAKE_OVER_ANNOTATION,
+    StoppedMode, TAKE_OVER_ANNOTATION, TagClaim,
 };
 
 /// What the controller saw of the instance this pass.
@@ -216,6 +216,9 @@ pub struct Input<'a> {
     /// When the release intent written this pass was stored, for [`conclude`] after a
     /// `DeleteInstance` whose outcome is unknown.
     pub intent_at: Option<Timestamp>,
+    /// A claim the cloud client handed out for tagging the instance together with others
+    /// ([`could_share_claim`]): tagged with it instead of the UID (design.md §3).
+    pub claim: Option<&'a str>,
 }
 
 /// Another resource that names the same region and instance.
@@ -231,17 +234,25 @@ pub struct Claimant {
     /// The controller has not written its status yet: whether it can list the instance is not
     /// known, so a younger resource waits for it rather than racing it to the tag.
     pub unseen: bool,
+    /// The claim its status records for its own UID ([`recorded_claim`]).
+    pub claim: Option<String>,
 }
 
 impl Claimant {
     pub fn of(resource: &EcsInstance) -> Self {
         let status = resource.status.as_ref();
-        Claimant::from_parts(&resource.metadata, listed(status), unseen(status))
+        let claim = recorded_claim(status, resource.metadata.uid.as_deref());
+        Claimant::from_parts(&resource.metadata, listed(status), unseen(status), claim)
     }
 
-    /// A claimant from its metadata and the two facts of its status that count (the watch
-    /// caches keep those as flags).
-    pub fn from_parts(metadata: &ObjectMeta, listed: bool, unseen: bool) -> Self {
+    /// A claimant from its metadata and the facts of its status that count (the watch caches
+    /// keep those apart from the status).
+    pub fn from_parts(
+        metadata: &ObjectMeta,
+        listed: bool,
+        unseen: bool,
+        claim: Option<&str>,
+    ) -> Self {
         Claimant {
             name: format!(
                 "{}/{}",
@@ -252,6 +263,7 @@ impl Claimant {
             created: metadata.creation_timestamp.as_ref().map(|t| t.0),
             listed,
             unseen,
+            claim: claim.map(str::to_string),
         }
     }
 
@@ -271,6 +283,22 @@ pub fn listed(status: Option<&EcsInstanceStatus>) -> bool {
 /// Whether the controller has not written `status` yet.
 pub fn unseen(status: Option<&EcsInstanceStatus>) -> bool {
     status.is_none_or(|s| s.conditions.is_empty())
+}
+
+/// The claim `status` records for the resource with `uid` (design.md §3, adoption in batches).
+/// A claim recorded for another UID (a status restored onto a new resource) is none.
+pub fn recorded_claim<'s>(
+    status: Option<&'s EcsInstanceStatus>,
+    uid: Option<&str>,
+) -> Option<&'s str> {
+    let claim = status?.instance.as_ref()?.claim.as_ref()?;
+    (Some(claim.uid.as_str()) == uid).then_some(claim.value.as_str())
+}
+
+/// Whether `resource`'s owner tag value is `value`: its UID, or the claim its status records.
+fn owns_by(resource: &EcsInstance, value: &str) -> bool {
+    Some(value) == resource.metadata.uid.as_deref()
+        || Some(value) == recorded_claim(resource.status.as_ref(), resource.metadata.uid.as_deref())
 }
 
 /// Who owns a listed instance, by the rule of design.md §3.
@@ -303,11 +331,11 @@ pub fn take_over_from(resource: &EcsInstance) -> Option<&str> {
 fn ownership(input: &Input, instance: &Instance) -> Ownership {
     let own_uid = input.resource.uid();
     match owner_uid(instance) {
-        Some(uid) if Some(uid) == own_uid.as_deref() => Ownership::Ours,
+        Some(uid) if owns_by(input.resource, uid) => Ownership::Ours,
         Some(uid) => match input
             .claimants
             .iter()
-            .find(|c| c.uid.as_deref() == Some(uid))
+            .find(|c| c.uid.as_deref() == Some(uid) || c.claim.as_deref() == Some(uid))
         {
             Some(owner) => Ownership::Duplicate(owner.name.clone()),
             None if take_over_from(input.resource) == Some(uid)
@@ -397,13 +425,28 @@ fn is_observe_only(input: &Input) -> bool {
     input.policy.policy == DeletionPolicy::Observe
 }
 
-/// The UID in the instance's owner tag, if any.
+/// The UID (or claim) in the instance's owner tag, if any.
 fn owner_uid(instance: &Instance) -> Option<&str> {
     instance.tags.get(OWNER_UID_TAG).map(String::as_str)
 }
 
 fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
-    owner_uid(instance).is_some_and(|uid| Some(uid) == resource.uid().as_deref())
+    owner_uid(instance).is_some_and(|uid| owns_by(resource, uid))
+}
+
+/// Whether `plan` tags an untagged instance with this resource's UID, and a claim shared with
+/// other tag calls could take the UID's place (design.md §3, adoption in batches): the shell
+/// then asks the cloud client for one and plans again with it.
+pub fn could_share_claim(input: &Input, plan: &Plan) -> bool {
+    matches!(plan, Plan::Call(CloudCall::Tag(_), _))
+        && input.claim.is_none()
+        && recorded_claim(
+            input.resource.status.as_ref(),
+            input.resource.metadata.uid.as_deref(),
+        )
+        .is_none()
+        && matches!(input.observation, Observation::Present(instance)
+            if ownership(input, instance) == Ownership::Untagged)
 }
 
 pub fn plan(input: &Input) -> Plan {
@@ -496,17 +539,29 @@ fn plan_from_observation(input: &Input) -> Plan {
         Ownership::Untagged | Ownership::TakeOver(_) if is_observe_only(input) => {
             Plan::Done(draft.ready(instance, None))
         }
-        Ownership::Untagged | Ownership::TakeOver(_) => draft.call(CloudCall::Tag(TagInstance {
+        Ownership::Untagged => {
+            // A resource that tagged with a claim keeps to it: that call may still land.
+            let uid = input.resource.uid().unwrap_or_default();
+            let claim = recorded_claim(input.resource.status.as_ref(), Some(&uid))
+                .or(input.claim)
+                .map(str::to_string);
+            let tags = match &claim {
+                // One tag set for the whole batch: no owner name.
+                Some(claim) => [(OWNER_UID_TAG.to_string(), claim.clone())].into(),
+                None => owner_tags(input.resource),
+            };
+            draft.record_claim(claim.map(|value| TagClaim { value, uid }));
+            draft.call(CloudCall::Tag(TagInstance {
+                region_id: input.resource.spec.region_id.clone(),
+                instance_id: instance.instance_id.clone(),
+                tags,
+            }))
+        }
+        // Explicit and one by one: always the UID.
+        Ownership::TakeOver(_) => draft.call(CloudCall::Tag(TagInstance {
             region_id: input.resource.spec.region_id.clone(),
             instance_id: instance.instance_id.clone(),
-            tags: [
-                (OWNER_TAG.to_string(), owner_name(input.resource)),
-                (
-                    OWNER_UID_TAG.to_string(),
-                    input.resource.uid().unwrap_or_default(),
-                ),
-            ]
-            .into(),
+            tags: owner_tags(input.resource),
         })),
         Ownership::Duplicate(owner) => Plan::Done(draft.duplicate(&owner)),
         Ownership::Another => Plan::Done(draft.owned_by_another(instance)),
@@ -612,6 +667,18 @@ fn untag(resource: &EcsInstance, instance: &Instance) -> Option<CloudCall> {
             keys: vec![OWNER_TAG.to_string(), OWNER_UID_TAG.to_string()],
         })
     })
+}
+
+/// The owner tags with this resource's name and UID.
+fn owner_tags(resource: &EcsInstance) -> std::collections::BTreeMap<String, String> {
+    [
+        (OWNER_TAG.to_string(), owner_name(resource)),
+        (
+            OWNER_UID_TAG.to_string(),
+            resource.uid().unwrap_or_default(),
+        ),
+    ]
+    .into()
 }
 
 /// `namespace/name`, cut to the 128 characters a tag value may have (the UID tag is what counts).
@@ -777,6 +844,13 @@ impl<'a> Draft<'a> {
             });
         }
         Plan::Call(call, self.status)
+    }
+
+    /// Records the claim the tag call of this plan uses (or none: the UID).
+    fn record_claim(&mut self, claim: Option<TagClaim>) {
+        if let (Some(claim), Some(instance)) = (claim, self.status.instance.as_mut()) {
+            instance.claim = Some(claim);
+        }
     }
 
     fn release_requested(&self) -> bool {
@@ -1182,6 +1256,12 @@ impl<'a> Draft<'a> {
                     .as_ref()
                     .and_then(|i| i.tag_requested_at.clone())
             },
+            claim: self
+                .status
+                .instance
+                .as_ref()
+                .and_then(|i| i.claim.clone())
+                .filter(|c| Some(c.uid.as_str()) == self.resource.metadata.uid.as_deref()),
             taken_over_from: ours
                 .then(|| {
                     self.status

@@ -110,6 +110,7 @@ struct Pass<'a> {
     now: Timestamp,
     claimants: Vec<Claimant>,
     intent_at: Option<Timestamp>,
+    claim: Option<&'a str>,
 }
 
 impl<'a> Pass<'a> {
@@ -126,6 +127,7 @@ impl<'a> Pass<'a> {
             now: now(),
             claimants: Vec::new(),
             intent_at: None,
+            claim: None,
         }
     }
 
@@ -146,6 +148,7 @@ impl<'a> Pass<'a> {
             claimants: &self.claimants,
             take_over_blocker: self.take_over_blocker,
             intent_at: self.intent_at,
+            claim: self.claim,
         }
     }
 
@@ -289,6 +292,135 @@ fn an_untagged_instance_is_tagged_as_ours_first_sight() {
             assert_condition(&d, READY, "True", "InstanceObserved");
         }
     }
+}
+
+/// The status a claim tag call records before it is sent, and the call.
+fn tag_with_claim(r: &EcsInstance, claim: &'static str) -> (TagInstance, EcsInstanceStatus) {
+    let mut pass = Pass::new(r, instance_tagged(InstanceStatus::Stopped, None));
+    assert!(
+        could_share_claim(&pass.input(), &pass.plan()),
+        "an untagged instance may share a claim"
+    );
+    pass.claim = Some(claim);
+    match pass.plan() {
+        Plan::Call(CloudCall::Tag(tag), record) => (tag, record),
+        other => panic!("expected a tag call, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_claim_handed_out_tags_in_place_of_the_uid_and_is_on_record_before_the_call() {
+    let r = resource(OnDelete::default());
+    let (tag, record) = tag_with_claim(&r, "claim-0000000000000001");
+    // One tag set that other instances can share: the claim, and no owner name.
+    assert_eq!(
+        tag.tags,
+        BTreeMap::from([(
+            OWNER_UID_TAG.to_string(),
+            "claim-0000000000000001".to_string()
+        )])
+    );
+    let observed = record.instance.as_ref().unwrap();
+    assert_eq!(
+        observed.claim,
+        Some(TagClaim {
+            value: "claim-0000000000000001".into(),
+            uid: UID.into()
+        })
+    );
+    assert!(observed.tag_requested_at.is_some());
+
+    // Once the claim shows, the instance is ours: Ready, and released when deleted.
+    let recorded = EcsInstance {
+        status: Some(record.clone()),
+        ..r.clone()
+    };
+    let claimed = || instance_tagged(InstanceStatus::Stopped, Some("claim-0000000000000001"));
+    let d = Pass::new(&recorded, claimed()).done();
+    assert_condition(&d, READY, "True", "InstanceObserved");
+    assert_eq!(
+        d.status
+            .instance
+            .as_ref()
+            .unwrap()
+            .claim
+            .as_ref()
+            .map(|c| c.value.as_str()),
+        Some("claim-0000000000000001"),
+        "kept"
+    );
+    let deleting = deleted(after(&recorded, &d));
+    assert!(matches!(
+        Pass::new(&deleting, claimed()).call(),
+        CloudCall::Delete(_)
+    ));
+}
+
+#[test]
+fn a_resource_that_recorded_a_claim_tags_with_it_again() {
+    let r = resource(OnDelete::default());
+    let (_, record) = tag_with_claim(&r, "claim-0000000000000001");
+    let retried = EcsInstance {
+        status: Some(record),
+        ..r
+    };
+    let mut pass = Pass::new(&retried, instance_tagged(InstanceStatus::Stopped, None));
+    assert!(!could_share_claim(&pass.input(), &pass.plan()));
+    pass.claim = Some("claim-0000000000000002");
+    let CloudCall::Tag(tag) = pass.call() else {
+        panic!("still untagged: tagged again");
+    };
+    assert_eq!(tag.tags[OWNER_UID_TAG], "claim-0000000000000001");
+}
+
+#[test]
+fn a_claim_recorded_for_another_uid_proves_nothing() {
+    // A backup restored the status onto a new resource (a new UID).
+    let r = resource(OnDelete::default());
+    let (_, record) = tag_with_claim(&r, "claim-0000000000000001");
+    let mut restored = EcsInstance {
+        status: Some(record),
+        ..r
+    };
+    restored.metadata.uid = Some("uid-after-the-restore".into());
+    let claimed = || instance_tagged(InstanceStatus::Stopped, Some("claim-0000000000000001"));
+    let d = Pass::new(&restored, claimed()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert!(
+        condition(&d, STALLED)
+            .2
+            .contains(&format!("{TAKE_OVER_ANNOTATION}=claim-0000000000000001"))
+    );
+    assert_eq!(d.status.instance.as_ref().unwrap().claim, None, "dropped");
+    let d = Pass::new(&deleted(restored.clone()), claimed()).done();
+    assert_not_ready(&d, true, "OwnedByAnotherResource");
+    assert_eq!(d.next, Next::Requeue(Pace::Recheck), "nothing released");
+
+    // Taken over explicitly, with the UID.
+    restored
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(TAKE_OVER_ANNOTATION.into(), "claim-0000000000000001".into());
+    let CloudCall::Tag(tag) = Pass::new(&restored, claimed()).call() else {
+        panic!("taken over");
+    };
+    assert_eq!(tag.tags[OWNER_UID_TAG], "uid-after-the-restore");
+}
+
+#[test]
+fn the_resource_whose_status_records_the_claim_owns_the_instance() {
+    let r = resource(OnDelete::default());
+    let mut owner = claimant("default/web-0", "uid-web-0", now(), true);
+    owner.claim = Some("claim-0000000000000001".into());
+    let mut pass = Pass::new(
+        &r,
+        instance_tagged(InstanceStatus::Stopped, Some("claim-0000000000000001")),
+    );
+    pass.claimants = vec![owner];
+    let d = pass.done();
+    assert_not_ready(&d, true, "DuplicateInstance");
+    assert!(condition(&d, STALLED).2.contains("default/web-0"));
 }
 
 #[test]
@@ -1118,6 +1250,7 @@ fn claimant(name: &str, uid: &str, created: Timestamp, listed: bool) -> Claimant
         created: Some(created),
         listed,
         unseen: false,
+        claim: None,
     }
 }
 
@@ -1488,4 +1621,25 @@ fn a_release_whose_answer_was_lost_is_not_resent_at_once_and_ends_as_released() 
         "{}",
         d.events[0].note
     );
+}
+
+#[test]
+fn a_tag_call_whose_outcome_is_unknown_keeps_its_request_and_claim_on_record() {
+    let r = resource(OnDelete::default());
+    let (tag, record) = tag_with_claim(&r, "claim-0000000000000001");
+    // The shell concludes from the resource as the call's record left it.
+    let recorded = EcsInstance {
+        status: Some(record.clone()),
+        ..r
+    };
+    let mut pass = Pass::new(&recorded, instance_tagged(InstanceStatus::Stopped, None));
+    pass.claim = Some("claim-0000000000000001");
+    let lost = Err(EcsError::new("TagResources", ErrorKind::Timeout, "lost"));
+    let d = conclude(&pass.input(), &CloudCall::Tag(tag), &lost);
+    let observed = d.status.instance.as_ref().unwrap();
+    assert_eq!(
+        observed.tag_requested_at,
+        record.instance.as_ref().unwrap().tag_requested_at
+    );
+    assert_eq!(observed.claim, record.instance.as_ref().unwrap().claim);
 }

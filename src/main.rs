@@ -62,7 +62,10 @@ async fn run(args: Args) -> Result<(), String> {
         },
         observer: Some(metrics.clone()),
         attempt_deadline: args.ecs_call_deadline,
-        batch_max_ids: usize::from(args.ecs_describe_batch_max),
+        // A batch holding a lookup for every pass that may run at once (`--concurrency`) will
+        // hardly grow any more: it goes at once rather than after the spacing below (at a
+        // start, all passes look at once).
+        batch_max_ids: usize::from(args.ecs_describe_batch_max.min(args.concurrency())),
         // Lookups that arrive one by one (passes started as release turns come) share a call;
         // half the transition poll keeps the delay inside one poll.
         batch_spacing: (args.transition_poll / 2).min(std::time::Duration::from_millis(1500)),

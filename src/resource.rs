@@ -16,7 +16,8 @@ pub const SECRET_IN_USE_FINALIZER: &str = "ecs.alicloud.dev/credentials-in-use";
 
 /// Tag on the ECS instance naming its owner, `<namespace>/<name>` (for people reading the console).
 pub const OWNER_TAG: &str = "ecs.alicloud.dev/owner";
-/// Tag on the ECS instance with its owner's UID: the one that counts.
+/// Tag on the ECS instance with its owner's UID, or the claim its owner's status records
+/// ([`TagClaim`]): the one that counts.
 pub const OWNER_UID_TAG: &str = "ecs.alicloud.dev/owner-uid";
 /// Annotation naming the UID of a resource this one replaces (a restore, a cluster rebuilt from
 /// Git, a move to another cluster): an instance tagged for that UID is taken over, but only
@@ -250,6 +251,11 @@ pub struct ObservedInstance {
     /// (design.md §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_requested_at: Option<Time>,
+    /// The claim this resource tagged the instance with instead of its UID, when its tag call
+    /// was batched with others' (design.md §3, adoption in batches). Recorded before the call
+    /// and kept: the instance is this resource's when it carries this claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<TagClaim>,
     /// The owner UID this resource took the instance over from (annotation
     /// `ecs.alicloud.dev/take-over-from`), kept while the instance carries this resource's tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +264,18 @@ pub struct ObservedInstance {
     /// listed any more" means "released" (design.md §2). Kept when the instance vanishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_with: Option<ObservedWith>,
+}
+
+/// A value of the owner tag shared by the instances of one batch of `TagResources` calls, and
+/// the UID of the resource that recorded it: a status restored onto another resource (with
+/// another UID) proves nothing (design.md §3).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TagClaim {
+    /// The value of the `ecs.alicloud.dev/owner-uid` tag, `claim-` and 16 hexadecimal digits.
+    pub value: String,
+    /// The UID of the resource that recorded the claim.
+    pub uid: String,
 }
 
 /// Who looked: the AccessKeyId (never the secret) or the RAM role, and the region.

@@ -344,6 +344,54 @@ async fn a_restored_resource_takes_its_instance_over_only_on_the_annotation_and_
 }
 
 #[tokio::test]
+async fn adoptions_in_quick_succession_share_tag_calls_and_each_instance_stays_its_resources() {
+    let h = Harness::start("claims").await;
+    let count = 60;
+    let ids = h.ready_instances("i-bp1claimed", count, "Stopped").await;
+    let tag_calls = h.calls("TagResources", None).await;
+    eprintln!(
+        "{count} adoptions -> {} TagResources calls",
+        tag_calls.len()
+    );
+    assert!(
+        tag_calls.len() <= count / 4,
+        "{} TagResources calls for {count} adoptions",
+        tag_calls.len()
+    );
+    let mut claims = std::collections::BTreeSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        let resource = h.api.get(&format!("web-{n}")).await.expect("get");
+        let uid = resource.uid().expect("a UID");
+        let tag = h.sim.tags(id).await[OWNER_UID_TAG].clone();
+        let claim = resource
+            .status
+            .as_ref()
+            .and_then(|s| s.instance.as_ref()?.claim.clone());
+        match claim {
+            // Tagged with a claim: the one its status records, for its own UID.
+            Some(claim) => {
+                assert_eq!(
+                    (tag.as_str(), claim.uid.as_str()),
+                    (claim.value.as_str(), uid.as_str()),
+                    "{id}"
+                );
+                claims.insert(claim.value);
+            }
+            None => assert_eq!(tag, uid, "{id}: tagged with its UID"),
+        }
+    }
+    assert!(!claims.is_empty() && claims.len() < count / 4, "{claims:?}");
+
+    for n in 0..count {
+        h.delete(&format!("web-{n}")).await;
+    }
+    for (n, id) in ids.iter().enumerate() {
+        h.wait_gone(&format!("web-{n}")).await;
+        assert_eq!(successful_deletes(&h, id).await, 1, "{id}");
+    }
+}
+
+#[tokio::test]
 async fn orphaning_removes_our_tags() {
     let h = Harness::start("untag").await;
     let id = "i-bp1untag000001";

@@ -1,13 +1,15 @@
-//! Coalesces concurrent single-instance lookups into `DescribeInstances` calls of up to 100 IDs.
+//! Coalesces concurrent single-instance requests into calls for many instances: lookups into
+//! `DescribeInstances` calls of up to 100 IDs, tag requests with one tag set into `TagResources`
+//! calls of up to 50.
 //!
-//! The first lookup for a key opens a batch and starts its timer; lookups for the same key join
+//! The first request for a key opens a batch and starts its timer; requests for the same key join
 //! it until it holds `max_ids` distinct IDs, or the window has passed *and* the call would be
 //! admitted by the rate limiter (`ready`), whichever comes first — so while the limiter makes
 //! calls wait, batches grow instead of queueing one ID each. The batch then runs in its own task
-//! (so no waiter's cancellation cancels it) and every waiter gets its own answer: the instance,
-//! `None` when absent, or a clone of the call's error. An answer that listed an instance the
-//! call did not ask for is such an error (see `EcsClient::describe_instances`), so then no
-//! lookup of the batch reads absent.
+//! (so no waiter's cancellation cancels it) and every waiter gets its own answer from the call's
+//! result ([`BatchResult`]), or a clone of the call's error. A `DescribeInstances` answer that
+//! listed an instance the call did not ask for is such an error (see
+//! `EcsClient::describe_instances`), so then no lookup of the batch reads absent.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -21,63 +23,85 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::error::{EcsError, ErrorKind};
-use crate::model::Instance;
+use crate::model::{Instance, RequestId};
 
-/// Fetches one batch of (distinct) IDs.
-pub(crate) type Fetch =
-    Box<dyn FnOnce(Vec<String>) -> BoxFuture<'static, Result<Vec<Instance>, EcsError>> + Send>;
+/// Makes one call for a batch of (distinct) IDs.
+pub(crate) type Fetch<T> =
+    Box<dyn FnOnce(Vec<String>) -> BoxFuture<'static, Result<T, EcsError>> + Send>;
 
 /// Resolves when the batch's call would be admitted at once (the rate limiter's turn).
 pub(crate) type Ready = BoxFuture<'static, ()>;
 
-type Answer = Result<Option<Instance>, EcsError>;
+/// What a call for a batch answers each of its waiters.
+pub(crate) trait BatchResult: Send + 'static {
+    type Answer: Send + 'static;
+    /// The answer for the waiter that asked about `id`.
+    fn answer_for(&self, id: &str) -> Self::Answer;
+}
 
-pub(crate) struct Batcher<K> {
+/// `DescribeInstances`: the instance, or `None` when it was not listed.
+impl BatchResult for Vec<Instance> {
+    type Answer = Option<Instance>;
+    fn answer_for(&self, id: &str) -> Option<Instance> {
+        self.iter().find(|i| i.instance_id == id).cloned()
+    }
+}
+
+/// `TagResources`: one call, one RequestId for every instance it tagged.
+impl BatchResult for RequestId {
+    type Answer = RequestId;
+    fn answer_for(&self, _id: &str) -> RequestId {
+        self.clone()
+    }
+}
+
+type Answer<T> = Result<<T as BatchResult>::Answer, EcsError>;
+
+pub(crate) struct Batcher<K, T: BatchResult> {
+    /// The action the batches call, for the error of an abandoned batch.
+    action: &'static str,
     window: Duration,
     /// A batch that is not full waits at least this long after the previous call for its key.
     spacing: Duration,
     max_ids: usize,
-    pending: Arc<Mutex<HashMap<K, Pending>>>,
+    pending: Arc<Mutex<HashMap<K, Pending<T>>>>,
     /// When the last call for each key went out.
     last_run: Arc<Mutex<HashMap<K, Instant>>>,
     generations: AtomicU64,
 }
 
-struct Pending {
+struct Pending<T: BatchResult> {
     /// Tells this batch from a later one under the same key, for the timer.
     generation: u64,
     ids: Vec<String>,
     seen: HashSet<String>,
-    waiters: Vec<(String, oneshot::Sender<Answer>)>,
-    fetch: Fetch,
+    waiters: Vec<(String, oneshot::Sender<Answer<T>>)>,
+    fetch: Fetch<T>,
 }
 
-impl Pending {
+impl<T: BatchResult> Pending<T> {
     async fn run(self) {
         let result = (self.fetch)(self.ids).await;
-        match result {
-            Ok(instances) => {
-                let by_id: HashMap<&str, &Instance> = instances
-                    .iter()
-                    .map(|i| (i.instance_id.as_str(), i))
-                    .collect();
-                for (id, waiter) in self.waiters {
-                    // A waiter that gave up is no error.
-                    let _ = waiter.send(Ok(by_id.get(id.as_str()).map(|i| (*i).clone())));
-                }
-            }
-            Err(err) => {
-                for (_, waiter) in self.waiters {
-                    let _ = waiter.send(Err(err.clone()));
-                }
-            }
+        for (id, waiter) in self.waiters {
+            let answer = match &result {
+                Ok(result) => Ok(result.answer_for(&id)),
+                Err(error) => Err(error.clone()),
+            };
+            // A waiter that gave up is no error.
+            let _ = waiter.send(answer);
         }
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
-    pub(crate) fn new(window: Duration, spacing: Duration, max_ids: usize) -> Self {
+impl<K: Hash + Eq + Clone + Send + 'static, T: BatchResult> Batcher<K, T> {
+    pub(crate) fn new(
+        action: &'static str,
+        window: Duration,
+        spacing: Duration,
+        max_ids: usize,
+    ) -> Self {
         Self {
+            action,
             window,
             spacing,
             max_ids: max_ids.max(1),
@@ -87,9 +111,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
         }
     }
 
-    /// Looks `id` up in the batch for `key`. `fetch` and `ready` are used only if this lookup
+    /// Asks about `id` in the batch for `key`. `fetch` and `ready` are used only if this request
     /// opens the batch.
-    pub(crate) async fn lookup(&self, key: K, id: &str, fetch: Fetch, ready: Ready) -> Answer {
+    pub(crate) async fn join(&self, key: K, id: &str, fetch: Fetch<T>, ready: Ready) -> Answer<T> {
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,31 +146,38 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
             }
         };
         if let Some(batch) = full {
-            ran(&self.last_run, key);
+            ran(&self.last_run, key, self.spacing);
             tokio::spawn(batch.run());
         }
         rx.await.unwrap_or_else(|_| {
             Err(EcsError::new(
-                "DescribeInstances",
+                self.action,
                 ErrorKind::Transport,
-                "the batched lookup was abandoned before it answered",
+                "the batched call was abandoned before it answered",
             ))
         })
     }
 }
 
-fn ran<K: Hash + Eq>(last_run: &Mutex<HashMap<K, Instant>>, key: K) {
+/// Notes that `key`'s call went out now. Only calls within `spacing` matter: older notes are
+/// dropped, so keys that come and go (one tag set per batch of tags, rotated credentials) leave
+/// nothing behind.
+fn ran<K: Hash + Eq>(last_run: &Mutex<HashMap<K, Instant>>, key: K, spacing: Duration) {
     let mut last_run = last_run.lock().unwrap_or_else(|e| e.into_inner());
-    last_run.insert(key, Instant::now());
+    let now = Instant::now();
+    last_run.retain(|_, at| now.duration_since(*at) < spacing);
+    if !spacing.is_zero() {
+        last_run.insert(key, now);
+    }
 }
 
 /// The batch's timer: when the window ends, `spacing` has passed since the key's last call
-/// (lookups that trickle in at a steady rate, such as passes started one by one as release
+/// (requests that trickle in at a steady rate, such as passes started one by one as release
 /// turns come, then share calls instead of sending one each) and the call's turn has come, run
 /// the batch unless it already ran because it filled up (then a later batch may sit under the
 /// same key, told apart by its generation).
-async fn close_after<K: Hash + Eq + Clone>(
-    pending: Arc<Mutex<HashMap<K, Pending>>>,
+async fn close_after<K: Hash + Eq + Clone, T: BatchResult>(
+    pending: Arc<Mutex<HashMap<K, Pending<T>>>>,
     last_run: Arc<Mutex<HashMap<K, Instant>>>,
     key: K,
     generation: u64,
@@ -170,7 +201,7 @@ async fn close_after<K: Hash + Eq + Clone>(
         }
     };
     if let Some(batch) = batch {
-        ran(&last_run, key);
+        ran(&last_run, key, spacing);
         batch.run().await;
     }
 }
@@ -203,7 +234,7 @@ mod tests {
     struct Recorder(Arc<Mutex<Calls>>);
 
     impl Recorder {
-        fn fetch(&self) -> Fetch {
+        fn fetch(&self) -> Fetch<Vec<Instance>> {
             let calls = self.0.clone();
             Box::new(move |ids: Vec<String>| {
                 async move {
@@ -235,7 +266,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_stays_open_until_its_call_would_be_admitted() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
@@ -252,7 +284,7 @@ mod tests {
                         tokio::time::sleep_until(start + Duration::from_millis(500)).await
                     }
                     .boxed();
-                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), turn).await
+                    b.join("k", &format!("i-{n:04}"), r.fetch(), turn).await
                 })
             })
             .collect();
@@ -267,7 +299,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn lookups_trickling_in_share_calls_spaced_apart() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::from_secs(1),
             100,
@@ -280,7 +313,7 @@ mod tests {
                 let (b, r) = (batcher.clone(), recorder.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(100 * n)).await;
-                    b.lookup("k", &format!("i-{n:04}"), r.fetch(), at_once())
+                    b.join("k", &format!("i-{n:04}"), r.fetch(), at_once())
                         .await
                 })
             })
@@ -299,7 +332,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_lookups_become_batches_of_at_most_100() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
@@ -310,7 +344,7 @@ mod tests {
                 let (b, r) = (batcher.clone(), recorder.clone());
                 tokio::spawn(async move {
                     let id = format!("i-{n:04}");
-                    (id.clone(), b.lookup("k", &id, r.fetch(), at_once()).await)
+                    (id.clone(), b.join("k", &id, r.fetch(), at_once()).await)
                 })
             })
             .collect();
@@ -330,7 +364,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn duplicate_ids_are_fetched_once_and_keys_are_separate() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
@@ -338,7 +373,7 @@ mod tests {
         let recorder = Recorder::default();
         let lookups = ["a", "a", "a", "b"].map(|key| {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup(key, "i-0002", r.fetch(), at_once()).await })
+            tokio::spawn(async move { b.join(key, "i-0002", r.fetch(), at_once()).await })
         });
         for lookup in lookups {
             assert!(lookup.await.unwrap().unwrap().is_some());
@@ -349,7 +384,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_window_closes_a_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
@@ -358,11 +394,11 @@ mod tests {
         let start = Instant::now();
         let first = {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup("k", "i-0001", r.fetch(), at_once()).await })
+            tokio::spawn(async move { b.join("k", "i-0001", r.fetch(), at_once()).await })
         };
         tokio::time::sleep(Duration::from_millis(30)).await;
         batcher
-            .lookup("k", "i-0003", recorder.fetch(), at_once())
+            .join("k", "i-0003", recorder.fetch(), at_once())
             .await
             .unwrap();
         first.await.unwrap().unwrap();
@@ -374,14 +410,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_instance_nobody_asked_for_fails_every_lookup_of_the_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
         ));
         // What `describe_instances` makes of an answer that lists `I-0001` for `i-0001` (a
         // confused server): none of the batch, found or not, may read as absent.
-        let confused = || -> Fetch {
+        let confused = || -> Fetch<Vec<Instance>> {
             Box::new(|_ids: Vec<String>| {
                 async {
                     Err(EcsError::new(
@@ -396,7 +433,7 @@ mod tests {
         let tasks: Vec<_> = ["i-0001", "i-0002", "i-0003"]
             .map(|id| {
                 let (b, f) = (batcher.clone(), confused());
-                tokio::spawn(async move { b.lookup("k", id, f, at_once()).await })
+                tokio::spawn(async move { b.join("k", id, f, at_once()).await })
             })
             .into_iter()
             .collect();
@@ -409,12 +446,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_waiter_gets_the_error() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             100,
         ));
-        let failing = || -> Fetch {
+        let failing = || -> Fetch<Vec<Instance>> {
             Box::new(|_ids: Vec<String>| {
                 async {
                     Err(EcsError::from_response(
@@ -429,7 +467,7 @@ mod tests {
         let tasks: Vec<_> = (0..3)
             .map(|n| {
                 let (b, f) = (batcher.clone(), failing());
-                tokio::spawn(async move { b.lookup("k", &format!("i-{n}"), f, at_once()).await })
+                tokio::spawn(async move { b.join("k", &format!("i-{n}"), f, at_once()).await })
             })
             .collect();
         for task in tasks {
@@ -441,7 +479,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_waiter_does_not_cancel_the_batch() {
-        let batcher = Arc::new(Batcher::<&'static str>::new(
+        let batcher = Arc::new(Batcher::<&'static str, Vec<Instance>>::new(
+            "DescribeInstances",
             Duration::from_millis(20),
             Duration::ZERO,
             2,
@@ -449,13 +488,13 @@ mod tests {
         let recorder = Recorder::default();
         let cancelled = {
             let (b, r) = (batcher.clone(), recorder.clone());
-            tokio::spawn(async move { b.lookup("k", "i-0002", r.fetch(), at_once()).await })
+            tokio::spawn(async move { b.join("k", "i-0002", r.fetch(), at_once()).await })
         };
         tokio::task::yield_now().await;
         cancelled.abort();
         // The second ID fills the batch (max 2), which runs at once.
         let answer = batcher
-            .lookup("k", "i-0004", recorder.fetch(), at_once())
+            .join("k", "i-0004", recorder.fetch(), at_once())
             .await;
         assert!(answer.unwrap().is_some());
         assert_eq!(

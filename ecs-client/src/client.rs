@@ -1,9 +1,9 @@
 //! The typed ECS calls the controller makes, with the rate limiter, in-client retries and the
-//! `DescribeInstances` batcher around the transport.
+//! `DescribeInstances` and `TagResources` batchers around the transport.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -24,6 +24,16 @@ use crate::transport::{Answer, Transport, TransportConfig};
 
 /// `DescribeInstances` accepts at most 100 IDs per call and 100 results per page.
 pub const MAX_IDS_PER_DESCRIBE: usize = 100;
+
+/// `TagResources` sets one tag set on at most 50 resources per call.
+pub const MAX_IDS_PER_TAG: usize = 50;
+
+/// A tag asked for within this long of the previous one is handed a claim shared with others
+/// ([`EcsClient::tag_claim`]): tag calls are coming faster than one by one.
+const CLAIM_WHEN_WITHIN: Duration = Duration::from_secs(1);
+
+/// The prefix of a claim value (a UID never starts so).
+pub const CLAIM_PREFIX: &str = "claim-";
 
 /// A retry is only worth starting with at least this much of the call's deadline left.
 const MIN_RETRY_TIME: Duration = Duration::from_millis(100);
@@ -149,8 +159,27 @@ struct Inner {
     limiter: RateLimiter,
     retry: RetryConfig,
     attempt_deadline: Duration,
-    batcher: Batcher<BatchKey>,
+    describes: Batcher<BatchKey, Vec<Instance>>,
+    tags: Batcher<TagBatchKey, RequestId>,
+    claims: Mutex<Claims>,
     observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Tag requests share a `TagResources` call when they set the very same tags through the same
+/// endpoint, region and credentials.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TagBatchKey {
+    target: BatchKey,
+    tags: BTreeMap<String, String>,
+}
+
+/// The claims [`EcsClient::tag_claim`] hands out.
+#[derive(Default)]
+struct Claims {
+    /// When the last tag was asked for.
+    last_asked: Option<Instant>,
+    /// The claim being handed out, and the instances it was handed out for.
+    current: Option<(String, HashSet<String>)>,
 }
 
 /// Lookups share a `DescribeInstances` call only with the same endpoint, region and the very
@@ -197,11 +226,19 @@ impl EcsClient {
                 limiter: RateLimiter::new(config.rate_limit),
                 retry: config.retry,
                 attempt_deadline: config.attempt_deadline,
-                batcher: Batcher::new(
+                describes: Batcher::new(
+                    "DescribeInstances",
                     config.batch_window,
                     config.batch_spacing,
                     config.batch_max_ids,
                 ),
+                tags: Batcher::new(
+                    "TagResources",
+                    config.batch_window,
+                    Duration::ZERO,
+                    MAX_IDS_PER_TAG,
+                ),
+                claims: Mutex::default(),
                 observer: config.observer,
             }),
         })
@@ -238,7 +275,14 @@ impl EcsClient {
                     ("PageNumber".to_owned(), page.to_string()),
                 ]);
                 let answer = self
-                    .call(region, creds, ACTION, &params, Idempotency::ReadOnly)
+                    .call(
+                        region,
+                        creds,
+                        ACTION,
+                        &params,
+                        Idempotency::ReadOnly,
+                        Instant::now(),
+                    )
                     .await?;
                 let response = DescribeInstancesResponse::parse(&answer.body).map_err(|what| {
                     EcsError::invalid_body_because(
@@ -295,7 +339,7 @@ impl EcsClient {
                 .await
         }
         .boxed();
-        self.inner.batcher.lookup(key, id, fetch, ready).await
+        self.inner.describes.join(key, id, fetch, ready).await
     }
 
     pub async fn stop_instance(
@@ -304,8 +348,15 @@ impl EcsClient {
         creds: &Credentials,
         req: &StopInstance,
     ) -> Result<RequestId, EcsError> {
-        self.mutate(region, creds, "StopInstance", req.params(), req.dry_run)
-            .await
+        self.mutate(
+            region,
+            creds,
+            "StopInstance",
+            req.params(),
+            req.dry_run,
+            Instant::now(),
+        )
+        .await
     }
 
     pub async fn start_instance(
@@ -315,8 +366,15 @@ impl EcsClient {
         instance_id: &str,
     ) -> Result<RequestId, EcsError> {
         let params = Params::from([("InstanceId".to_owned(), instance_id.to_owned())]);
-        self.mutate(region, creds, "StartInstance", params, false)
-            .await
+        self.mutate(
+            region,
+            creds,
+            "StartInstance",
+            params,
+            false,
+            Instant::now(),
+        )
+        .await
     }
 
     pub async fn delete_instance(
@@ -325,18 +383,97 @@ impl EcsClient {
         creds: &Credentials,
         req: &DeleteInstance,
     ) -> Result<RequestId, EcsError> {
-        self.mutate(region, creds, "DeleteInstance", req.params(), req.dry_run)
-            .await
+        self.mutate(
+            region,
+            creds,
+            "DeleteInstance",
+            req.params(),
+            req.dry_run,
+            Instant::now(),
+        )
+        .await
     }
 
-    /// `TagResources` on one instance (an existing key is overwritten).
+    /// `TagResources` on one instance (an existing key is overwritten), through the batcher:
+    /// concurrent requests that set the same tags with the same credentials share calls of up
+    /// to 50 instances. The bound on when a call may still be sent ([`TAG_SEND_WITHIN`]) counts
+    /// from when its batch was opened, by its first request.
     pub async fn tag_instance(
         &self,
         creds: &Credentials,
         req: &TagInstance,
     ) -> Result<RequestId, EcsError> {
-        self.mutate(&req.region_id, creds, "TagResources", req.params(), false)
+        let region = req.region_id.as_str();
+        let endpoint = self.inner.transport.endpoint("TagResources", region)?;
+        let scope = quota_scope(&endpoint.base, region, creds);
+        let key = TagBatchKey {
+            target: BatchKey {
+                endpoint: endpoint.base,
+                region: region.to_owned(),
+                creds: creds.clone(),
+            },
+            tags: req.tags.clone(),
+        };
+        let asked = Instant::now();
+        let (client, creds, req_for_batch) = (self.clone(), creds.clone(), req.clone());
+        let fetch = Box::new(move |ids: Vec<String>| {
+            async move {
+                let params = req_for_batch.params_for(&ids);
+                client
+                    .mutate(
+                        &req_for_batch.region_id,
+                        &creds,
+                        "TagResources",
+                        params,
+                        false,
+                        asked,
+                    )
+                    .await
+            }
+            .boxed()
+        });
+        let limited = self.clone();
+        let ready = async move {
+            limited
+                .inner
+                .limiter
+                .wait_for_turn(&scope, "TagResources")
+                .await
+        }
+        .boxed();
+        self.inner
+            .tags
+            .join(key, &req.instance_id, fetch, ready)
             .await
+    }
+
+    /// A claim for tagging `instance_id`, when tag calls come faster than one by one: a value
+    /// shared by the tags of other instances, so their calls can be batched (one tag set per
+    /// `TagResources` call), `None` when this tag may as well go alone. A claim is handed out for
+    /// at most 50 instances and never twice for one instance; once the next claim is started, it
+    /// is never handed out again. So no two requests for one instance ever share a claim, in
+    /// this process; claims are random, so neither across processes.
+    pub fn tag_claim(&self, instance_id: &str) -> Option<String> {
+        let mut claims = self.inner.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let busy = claims
+            .last_asked
+            .is_some_and(|at| now.duration_since(at) < CLAIM_WHEN_WITHIN);
+        claims.last_asked = Some(now);
+        if !busy {
+            return None;
+        }
+        match &mut claims.current {
+            Some((claim, ids)) if ids.len() < MAX_IDS_PER_TAG && !ids.contains(instance_id) => {
+                ids.insert(instance_id.to_owned());
+                Some(claim.clone())
+            }
+            current => {
+                let claim = format!("{CLAIM_PREFIX}{:016x}", rand::random::<u64>());
+                *current = Some((claim.clone(), HashSet::from([instance_id.to_owned()])));
+                Some(claim)
+            }
+        }
     }
 
     /// `UntagResources` on one instance.
@@ -345,8 +482,15 @@ impl EcsClient {
         creds: &Credentials,
         req: &UntagInstance,
     ) -> Result<RequestId, EcsError> {
-        self.mutate(&req.region_id, creds, "UntagResources", req.params(), false)
-            .await
+        self.mutate(
+            &req.region_id,
+            creds,
+            "UntagResources",
+            req.params(),
+            false,
+            Instant::now(),
+        )
+        .await
     }
 
     /// A call that changes the instance. A dry run that passes comes back from the API as the
@@ -358,9 +502,10 @@ impl EcsClient {
         action: &str,
         params: Params,
         dry_run: bool,
+        asked: Instant,
     ) -> Result<RequestId, EcsError> {
         match self
-            .call(region, creds, action, &params, Idempotency::Mutating)
+            .call(region, creds, action, &params, Idempotency::Mutating, asked)
             .await
         {
             Ok(answer) => parse_request_id(&answer.body).map_err(|what| {
@@ -375,7 +520,8 @@ impl EcsClient {
         }
     }
 
-    /// Rate limit, send, report, and retry what `idempotency` allows.
+    /// Rate limit, send, report, and retry what `idempotency` allows. `asked`: when the call
+    /// was asked for (the bound of [`TAG_SEND_WITHIN`] counts from then).
     async fn call(
         &self,
         region: &str,
@@ -383,6 +529,7 @@ impl EcsClient {
         action: &str,
         params: &Params,
         idempotency: Idempotency,
+        asked: Instant,
     ) -> Result<Answer, EcsError> {
         let inner = &self.inner;
         let endpoint = inner.transport.endpoint(action, region)?;
@@ -392,7 +539,6 @@ impl EcsClient {
         let mut failed = 0;
         // The call's budget: one attempt deadline from its first attempt, retries included.
         let mut budget_end: Option<Instant> = None;
-        let asked = Instant::now();
         loop {
             inner.limiter.acquire(&scope, action).await;
             let started = Instant::now();

@@ -30,7 +30,10 @@ pub mod sanitize;
 pub mod signing;
 mod transport;
 
-pub use client::{ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, RequestObserver, TAG_SEND_WITHIN};
+pub use client::{
+    CLAIM_PREFIX, ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_TAG, RequestObserver,
+    TAG_SEND_WITHIN,
+};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{EcsError, ErrorClass, ErrorKind};
 pub use model::{

@@ -114,12 +114,16 @@ impl DeleteInstance {
 }
 
 impl TagInstance {
-    pub(crate) fn params(&self) -> Params {
+    /// The parameters of one `TagResources` call that sets these tags on `instance_ids` (this
+    /// request's instance and those of the requests batched with it).
+    pub(crate) fn params_for(&self, instance_ids: &[String]) -> Params {
         let mut p = Params::from([
             ("RegionId".to_owned(), self.region_id.clone()),
             ("ResourceType".to_owned(), "instance".to_owned()),
-            ("ResourceId.1".to_owned(), self.instance_id.clone()),
         ]);
+        for (n, id) in instance_ids.iter().enumerate() {
+            p.insert(format!("ResourceId.{}", n + 1), id.clone());
+        }
         for (n, (key, value)) in self.tags.iter().enumerate() {
             p.insert(format!("Tag.{}.Key", n + 1), key.clone());
             p.insert(format!("Tag.{}.Value", n + 1), value.clone());
@@ -557,11 +561,12 @@ mod tests {
             tags: BTreeMap::from([("a".into(), "1".into()), ("b".into(), "".into())]),
         };
         assert_eq!(
-            tag.params(),
+            tag.params_for(&["i-abc12345".into(), "i-def67890".into()]),
             Params::from([
                 ("RegionId".into(), "cn-hangzhou".into()),
                 ("ResourceType".into(), "instance".into()),
                 ("ResourceId.1".into(), "i-abc12345".into()),
+                ("ResourceId.2".into(), "i-def67890".into()),
                 ("Tag.1.Key".into(), "a".into()),
                 ("Tag.1.Value".into(), "1".into()),
                 ("Tag.2.Key".into(), "b".into()),

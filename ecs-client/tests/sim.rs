@@ -1,13 +1,13 @@
 //! The client against the real ECS simulator (`ecs-sim`) over HTTP on 127.0.0.1.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ecs_client::{
-    ClientConfig, Credentials, DeleteInstance, EcsClient, EcsError, ErrorClass, ErrorKind,
-    InstanceStatus, RateLimitConfig, RequestObserver, RetryConfig, SigningMethod, StopInstance,
-    StoppedMode, TagInstance, UntagInstance,
+    CLAIM_PREFIX, ClientConfig, Credentials, DeleteInstance, EcsClient, EcsError, ErrorClass,
+    ErrorKind, InstanceStatus, RateLimitConfig, RequestObserver, RetryConfig, SigningMethod,
+    StopInstance, StoppedMode, TagInstance, UntagInstance,
 };
 use serde_json::{Value, json};
 use testkit::sim::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, EcsSim};
@@ -776,6 +776,69 @@ async fn the_batcher_coalesces_a_thousand_lookups() {
         let ids: Vec<String> =
             serde_json::from_str(call["params"]["InstanceIds"].as_str().unwrap()).unwrap();
         assert!(ids.len() <= 100);
+        assert_eq!(call["code"], Value::Null, "{call}");
+    }
+}
+
+#[tokio::test]
+async fn tag_requests_with_one_claim_share_calls_of_at_most_50() {
+    let sim = start_sim(&[]).await;
+    let ids: Vec<String> = (0..120).map(|n| format!("i-claim{n:05}")).collect();
+    let seeded: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"instanceId": id, "regionId": REGION, "status": "Running"}))
+        .collect();
+    sim.seed(Value::Array(seeded)).await;
+    sim.clear_calls().await;
+    let c = client(&sim, SigningMethod::default());
+
+    // Tags asked for one after another in quick succession: the first goes alone (its UID), the
+    // others get claims, 50 instances each, never one instance twice under a claim.
+    assert_eq!(c.tag_claim(&ids[0]), None, "a lone tag keeps its UID");
+    let claims: Vec<String> = ids[1..]
+        .iter()
+        .map(|id| c.tag_claim(id).expect("tags are coming fast: a claim"))
+        .collect();
+    assert!(claims.iter().all(|c| c.starts_with(CLAIM_PREFIX)));
+    assert_eq!(claims[..50].iter().collect::<HashSet<_>>().len(), 1);
+    assert_ne!(claims[49], claims[50], "50 instances per claim");
+    assert_ne!(
+        c.tag_claim(&ids[119]),
+        Some(claims[118].clone()),
+        "never one instance twice under one claim"
+    );
+
+    let tagged: Vec<_> = ids[1..]
+        .iter()
+        .zip(&claims)
+        .map(|(id, claim)| {
+            let (c, id, claim) = (c.clone(), id.clone(), claim.clone());
+            tokio::spawn(async move {
+                let tags = BTreeMap::from([("owner-uid".to_string(), claim.clone())]);
+                let request = TagInstance {
+                    region_id: REGION.into(),
+                    instance_id: id.clone(),
+                    tags,
+                };
+                (id, claim, c.tag_instance(&creds(), &request).await)
+            })
+        })
+        .collect();
+    let mut request_ids = HashSet::new();
+    for task in tagged {
+        let (id, claim, answer) = task.await.unwrap();
+        request_ids.insert(answer.unwrap_or_else(|e| panic!("{id}: {e}")).0);
+        assert_eq!(sim.tags(&id).await["owner-uid"], claim);
+    }
+    let calls = sim.calls(Some("TagResources")).await;
+    eprintln!("119 tag requests -> {} TagResources calls", calls.len());
+    assert_eq!(calls.len(), 3, "50 + 50 + 19: {calls:?}");
+    assert_eq!(
+        request_ids.len(),
+        3,
+        "each call's RequestId for its instances"
+    );
+    for call in &calls {
         assert_eq!(call["code"], Value::Null, "{call}");
     }
 }

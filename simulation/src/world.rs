@@ -162,6 +162,11 @@ pub struct World {
     pub graves: Vec<Grave>,
     /// The deletionPolicy of each resource when its release intent was last written.
     pub intent_policy: BTreeMap<String, DeletionPolicy>,
+    /// Who tagged each instance with each claim: (instance, claim) → the tagging resource's UID.
+    pub claim_tags: BTreeMap<(String, String), String>,
+    /// The claim being handed out and the instances it was handed out for.
+    claims: Option<(String, BTreeSet<String>)>,
+    next_claim: u64,
     passes: u64,
     resource_version: u64,
     next_uid: u64,
@@ -191,6 +196,9 @@ impl World {
             passes: 0,
             resource_version: 0,
             next_uid: 0,
+            claim_tags: BTreeMap::new(),
+            claims: None,
+            next_claim: 0,
         }
     }
 
@@ -230,6 +238,36 @@ impl World {
     fn bump(&mut self) -> String {
         self.resource_version += 1;
         self.resource_version.to_string()
+    }
+
+    /// A claim for tagging `instance` (half the time, as if tag calls were busy), never handed
+    /// out twice for one instance, at most three instances each (so batches often end).
+    fn tag_claim(&mut self, instance: &str) -> Option<String> {
+        if !self.chance(0.5) {
+            return None;
+        }
+        match &mut self.claims {
+            Some((claim, ids)) if ids.len() < 3 && !ids.contains(instance) => {
+                ids.insert(instance.to_string());
+                Some(claim.clone())
+            }
+            _ => {
+                self.next_claim += 1;
+                let claim = format!("{}{:016x}", ecs_client::CLAIM_PREFIX, self.next_claim);
+                self.claims = Some((claim.clone(), BTreeSet::from([instance.to_string()])));
+                Some(claim)
+            }
+        }
+    }
+
+    /// The UID of the resource the instance's owner tag stands for: the UID in it, or the UID
+    /// of the resource that tagged it with the claim in it.
+    fn tagged_for(&self, instance: &SimInstance) -> Option<String> {
+        let value = instance.tags.get(OWNER_UID_TAG)?;
+        match self.claim_tags.get(&(instance.id.clone(), value.clone())) {
+            Some(uid) => Some(uid.clone()),
+            None => Some(value.clone()),
+        }
     }
 
     fn request_id(&mut self) -> String {
@@ -335,11 +373,7 @@ impl World {
         if !processed {
             return;
         }
-        let owner = instance
-            .tags
-            .get(OWNER_UID_TAG)
-            .cloned()
-            .unwrap_or_default();
+        let owner = self.tagged_for(instance).unwrap_or_default();
         if owner != record.uid {
             self.violation(format!(
                 "invariant 1: DeleteInstance of {} tagged for {owner:?} processed for resource {}",
@@ -360,6 +394,20 @@ impl World {
         }
     }
 
+    /// A claim stands for one resource on each instance: never two tag one instance with it.
+    fn check_claim(&mut self, record: &CallRecord, claim: String) {
+        let key = (record.instance.clone(), claim);
+        match self.claim_tags.get(&key) {
+            Some(uid) if *uid != record.uid => self.violation(format!(
+                "invariant 1: {} tagged with claim {} by {} and by {}",
+                key.0, key.1, uid, record.uid
+            )),
+            _ => {
+                self.claim_tags.insert(key, record.uid.clone());
+            }
+        }
+    }
+
     fn check_finalizer_removal(&mut self, resource: &EcsInstance) {
         let uid = resource.uid().unwrap_or_default();
         if resource.spec.deletion_policy == Some(DeletionPolicy::Orphan) {
@@ -370,7 +418,7 @@ impl World {
             && instance.region == resource.spec.region_id
             && instance.listed(now)
             && instance.released_at.is_none()
-            && instance.tags.get(OWNER_UID_TAG) == Some(&uid)
+            && self.tagged_for(instance) == Some(uid.clone())
         {
             let id = instance.id.clone();
             self.violation(format!(
@@ -532,6 +580,10 @@ impl SimCloud {
 }
 
 impl Cloud for SimCloud {
+    fn tag_claim(&self, instance_id: &str) -> Option<String> {
+        self.0.lock().tag_claim(instance_id)
+    }
+
     async fn observe(
         &self,
         region: &str,
@@ -647,6 +699,7 @@ impl Cloud for SimCloud {
             };
             let stop_delay = world.millis(2_000, 20_000);
             let gone_delay = world.millis(1_000, 30_000);
+            let mut claim_tagged = None;
             let result: Result<RequestId, EcsError> = match (refused, visible) {
                 (Some(error), _) => Err(error),
                 (None, None) => Err(not_found()),
@@ -687,6 +740,11 @@ impl Cloud for SimCloud {
                         }
                         CloudCall::Tag(tag) => {
                             stored.tags.extend(tag.tags.clone());
+                            claim_tagged = tag
+                                .tags
+                                .get(OWNER_UID_TAG)
+                                .filter(|value| value.starts_with(ecs_client::CLAIM_PREFIX))
+                                .cloned();
                             Ok(())
                         }
                         CloudCall::Untag(untag) => {
@@ -719,6 +777,9 @@ impl Cloud for SimCloud {
                     .unwrap_or_default(),
                 process: who_called.as_ref().map_or(0, |a| a.process),
             };
+            if let Some(claim) = claim_tagged {
+                world.check_claim(&record, claim);
+            }
             if let CloudCall::Delete(_) = call
                 && let Some(instance) = &world.instances.get(&id).cloned()
             {

@@ -251,7 +251,9 @@ pub fn view<'a>(
         .into_iter()
         .filter(|o| o.metadata.uid.as_deref() != own_uid)
     {
-        if wanted_uid.is_some() && other.metadata.uid.as_deref() == wanted_uid {
+        if wanted_uid.is_some()
+            && (other.metadata.uid.as_deref() == wanted_uid || other.claim.as_deref() == wanted_uid)
+        {
             view.take_over_blocker = Some(format!(
                 "{}/{}",
                 other.namespace().unwrap_or_default(),
@@ -265,6 +267,7 @@ pub fn view<'a>(
                 &other.metadata,
                 other.listed,
                 other.unseen,
+                other.claim.as_deref(),
             ));
         }
         if !view.secret_needed_elsewhere

@@ -241,6 +241,9 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         let stop_recently_requested = state
             .stop_requested_at
             .is_some_and(|at| now.duration_since(at) < signed(self.timings.stop_grace));
+        // The resource as this pass puts it on record before its call: what the call concludes
+        // from (declared here to outlive `input`).
+        let recorded: EcsInstance;
         let policy = Policy::of(
             resource,
             view.namespace_policy
@@ -264,9 +267,21 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
             claimants: &view.claimants,
             take_over_blocker: view.take_over_blocker.as_deref(),
             intent_at: None,
+            claim: None,
         };
         let version = resource.resource_version();
-        let (call, record) = match decision::plan(&input) {
+        let mut plan = decision::plan(&input);
+        let claim = match &observation {
+            Observation::Present(instance) if decision::could_share_claim(&input, &plan) => {
+                self.cloud.tag_claim(&instance.instance_id)
+            }
+            _ => None,
+        };
+        if claim.is_some() {
+            input.claim = claim.as_deref();
+            plan = decision::plan(&input);
+        }
+        let (call, record) = match plan {
             Plan::Done(decision) => {
                 return Ok(Decided {
                     decision,
@@ -292,6 +307,16 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
                 .await?;
             (Some(record), written)
         };
+        // The conclusion starts from the record (the tag request and its claim, the release
+        // intent), not from the status read before it: a tag call whose outcome is unknown
+        // keeps its `tagRequestedAt` (design.md §3).
+        if let Some(record) = &stored {
+            recorded = EcsInstance {
+                status: Some(record.clone()),
+                ..resource.clone()
+            };
+            input.resource = &recorded;
+        }
         if let CloudCall::Delete(_) = call {
             input.intent_at = stored
                 .as_ref()

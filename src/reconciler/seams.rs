@@ -52,6 +52,10 @@ pub trait Cloud: Send + Sync + 'static {
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<Instance>, EcsError>> + Send;
 
+    /// A claim to tag `instance_id` with, shared with other tag calls so that they can go
+    /// together, or `None` (design.md §3, adoption in batches).
+    fn tag_claim(&self, instance_id: &str) -> Option<String>;
+
     /// The one call a plan asked for.
     fn call(
         &self,
@@ -69,6 +73,10 @@ impl Cloud for EcsClient {
         instance_id: &str,
     ) -> Result<Option<Instance>, EcsError> {
         self.lookup_instance(region, credentials, instance_id).await
+    }
+
+    fn tag_claim(&self, instance_id: &str) -> Option<String> {
+        EcsClient::tag_claim(self, instance_id)
     }
 
     async fn call(

@@ -398,7 +398,12 @@ pub async fn wait_ready(health_url: &str, log: &std::path::Path) {
 pub fn call_mentions(call: &Value, instance_id: &str) -> bool {
     let params = &call["params"];
     params["InstanceId"].as_str() == Some(instance_id)
-        || params["ResourceId.1"].as_str() == Some(instance_id)
+        // TagResources and UntagResources: ResourceId.1 to ResourceId.50.
+        || params.as_object().is_some_and(|params| {
+            params
+                .iter()
+                .any(|(name, value)| name.starts_with("ResourceId.") && value == instance_id)
+        })
         || params["InstanceIds"]
             .as_str()
             .is_some_and(|ids| ids.contains(&format!("\"{instance_id}\"")))
