@@ -307,9 +307,12 @@ async fn run_mode(
         peak_mib: process_memory_mib(pid, "VmHWM")?,
         ecs_calls: sim.calls(None).await.len() - calls_before,
     };
+    let count = |action: &str| ready_calls.iter().filter(|c| c["action"] == action).count();
     eprintln!(
-        "release bench: {n} Ready after {:.1} s (RSS {ready_rss_mib:.1} MiB); idle {:.0} s: RSS {:.1} MiB, peak {:.1} MiB, {:.3} cores",
+        "release bench: {n} Ready after {:.1} s ({} DescribeInstances, {} TagResources; RSS {ready_rss_mib:.1} MiB); idle {:.0} s: RSS {:.1} MiB, peak {:.1} MiB, {:.3} cores",
         to_ready.as_secs_f64(),
+        count("DescribeInstances"),
+        count("TagResources"),
         idle.seconds,
         idle.rss_mib,
         idle.peak_mib,
@@ -380,14 +383,8 @@ async fn run_mode(
         n,
         created,
         to_ready,
-        ready_describes: ready_calls
-            .iter()
-            .filter(|c| c["action"] == "DescribeInstances")
-            .count(),
-        ready_tags: ready_calls
-            .iter()
-            .filter(|c| c["action"] == "TagResources")
-            .count(),
+        ready_describes: count("DescribeInstances"),
+        ready_tags: count("TagResources"),
         ready_rss_mib,
         idle,
         release: last_gone.duration_since(deleted),

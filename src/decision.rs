@@ -617,8 +617,12 @@ pub fn conclude(input: &Input, call: &CloudCall, result: &Result<RequestId, EcsE
                     ),
                 ),
             };
-            if let (Some(from), Some(observed)) = (taken_over, draft.status.instance.as_mut()) {
-                observed.taken_over_from = Some(from);
+            if let Some(observed) = draft.status.instance.as_mut() {
+                // Accepted: the tag is on the instance, no call of ours is left to land.
+                observed.tag_requested_at = None;
+                if let Some(from) = taken_over {
+                    observed.taken_over_from = Some(from);
+                }
             }
             match input.observation {
                 Observation::Present(instance) if !is_deleting(input.resource) => {

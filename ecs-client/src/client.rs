@@ -32,6 +32,10 @@ pub const MAX_IDS_PER_TAG: usize = 50;
 /// ([`EcsClient::tag_claim`]): tag calls are coming faster than one by one.
 const CLAIM_WHEN_WITHIN: Duration = Duration::from_secs(1);
 
+/// How long a batch of tag requests stays open to more: an adoption happens once, and at tens
+/// of adoptions a second this fills calls of 50 rather than sending one per 20 ms.
+const TAG_BATCH_WINDOW: Duration = Duration::from_millis(500);
+
 /// The prefix of a claim value (a UID never starts so).
 pub const CLAIM_PREFIX: &str = "claim-";
 
@@ -234,7 +238,7 @@ impl EcsClient {
                 ),
                 tags: Batcher::new(
                     "TagResources",
-                    config.batch_window,
+                    TAG_BATCH_WINDOW,
                     Duration::ZERO,
                     MAX_IDS_PER_TAG,
                 ),

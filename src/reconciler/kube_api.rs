@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::Secret;
@@ -33,8 +34,13 @@ use crate::{
 /// The field manager of the controller's status writes.
 pub const MANAGER: &str = "ecs-instance-controller";
 
-/// The gist of the last note of a reason, and the recorder its events fold into.
-type NoteRecorder = (String, Recorder);
+/// The gist of the last note of a reason, the recorder its events fold into, and when it was
+/// last used.
+type NoteRecorder = (String, Recorder, Instant);
+
+/// How long a recorder is kept after its last event: kube's `Recorder` starts a new event rather
+/// than extend a series after 6 minutes, so an older one folds nothing any more.
+const RECORDER_KEPT: Duration = Duration::from_secs(6 * 60);
 
 pub struct KubeCluster {
     client: Client,
@@ -42,8 +48,16 @@ pub struct KubeCluster {
     /// kube's `Recorder` folds the events of one (object, reason, action) into a series that
     /// keeps the first note, which would hide a later, different error of the same reason. So a
     /// note whose gist differs from the last one of its reason gets a recorder (an Event) of its
-    /// own, and repeats of it still fold into that one's series.
-    recorders: Mutex<HashMap<(ObjectRef<EcsInstance>, Reason), NoteRecorder>>,
+    /// own, and repeats of it still fold into that one's series. Only warnings repeat (a pass
+    /// that fails again); each recorder (a client and a cache of whole Events, kilobytes) is
+    /// dropped once it can fold nothing more.
+    recorders: Mutex<Recorders>,
+}
+
+#[derive(Default)]
+struct Recorders {
+    by_reason: HashMap<(ObjectRef<EcsInstance>, Reason), NoteRecorder>,
+    swept: Option<Instant>,
 }
 
 impl KubeCluster {
@@ -54,7 +68,7 @@ impl KubeCluster {
                 controller: MANAGER.into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
-            recorders: Mutex::new(HashMap::new()),
+            recorders: Mutex::default(),
         }
     }
 
@@ -72,12 +86,27 @@ impl KubeCluster {
         note: &str,
     ) -> Recorder {
         let gist = gist(note);
+        let now = Instant::now();
         let mut recorders = self.recorders.lock().expect("recorders lock");
-        match recorders.get(&(object.clone(), reason)) {
-            Some((last, recorder)) if *last == gist => recorder.clone(),
+        if recorders
+            .swept
+            .is_none_or(|swept| now.duration_since(swept) > RECORDER_KEPT / 6)
+        {
+            recorders.swept = Some(now);
+            recorders
+                .by_reason
+                .retain(|_, (_, _, used)| now.duration_since(*used) < RECORDER_KEPT);
+        }
+        match recorders.by_reason.get_mut(&(object.clone(), reason)) {
+            Some((last, recorder, used)) if *last == gist => {
+                *used = now;
+                recorder.clone()
+            }
             _ => {
                 let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-                recorders.insert((object.clone(), reason), (gist, recorder.clone()));
+                recorders
+                    .by_reason
+                    .insert((object.clone(), reason), (gist, recorder.clone(), now));
                 recorder
             }
         }
@@ -301,7 +330,12 @@ impl Cluster for KubeCluster {
         } else {
             EventType::Normal
         };
-        let recorder = self.recorder_for(&object, event.reason, &event.note);
+        // A Normal event tells of a step, which happens once: nothing to fold it into.
+        let recorder = if event.is_warning() {
+            self.recorder_for(&object, event.reason, &event.note)
+        } else {
+            Recorder::new(self.client.clone(), self.reporter.clone())
+        };
         self.emit(
             &recorder,
             resource,
@@ -317,6 +351,7 @@ impl Cluster for KubeCluster {
         self.recorders
             .lock()
             .expect("recorders lock")
+            .by_reason
             .retain(|(o, _), _| o != object);
     }
 }

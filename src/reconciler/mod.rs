@@ -330,11 +330,19 @@ pub async fn run(
     // Deletions of resources clean what this process remembers of them. The cache keeps what
     // passes read (`CachedEcsInstance`).
     let config = watcher::Config::default().any_semantic();
+    let (cached, woken) = (reader.clone(), queue.clone());
     let instances = watch::paced(watcher(instances_api, config.clone()))
+        // Judged against the cached copy before the cache takes the change in (the pass, which
+        // starts later, reads the new copy).
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(resource) | watcher::Event::InitApply(resource)) = event
+                && watch::wakes(&cached, resource)
+            {
+                woken.schedule(key_of(resource), Instant::now());
+            }
+        })
         .reflect(writer)
-        .inspect(move |event| watching.on_watch_event(event, &swept, &watched, &forgetting))
-        .applied_objects()
-        .predicate_filter(watch::relevant_change, Default::default());
+        .inspect(move |event| watching.on_watch_event(event, &swept, &watched, &forgetting));
     // Credentials Secrets: metadata only (no secret data cached), to re-check at once the
     // resources that reference a Secret when it changes or appears, and to release the in-use
     // finalizer of a Secret no resource needs any more.
@@ -350,13 +358,7 @@ pub async fn run(
     let secret_cache = cache.clone();
     let secret_ctx = ctx.clone();
     let secret_changes = watch::SecretChanges::default();
-    let resource_queue = queue.clone();
-    let resource_triggers = instances.for_each(move |resource| {
-        if let Ok(resource) = resource {
-            resource_queue.schedule(key_of(&resource), Instant::now());
-        }
-        async {}
-    });
+    let resource_triggers = instances.for_each(|_| async {});
     let secret_queue = queue.clone();
     let secret_triggers = secrets.for_each(move |secret| {
         if let Ok(secret) = secret {
@@ -469,9 +471,9 @@ async fn reconcile(
     let Some(cached) = stores.iter().find_map(|store| store.get(&reference)) else {
         return Ok(None);
     };
-    let resource = cached.to_resource().map_err(|error| {
-        Error::Unavailable(format!("the cached status does not parse: {error}"))
-    })?;
+    let resource = cached
+        .to_resource()
+        .map_err(|error| Error::Unavailable(error.to_string()))?;
     drop(cached);
     // The snapshot of every cached object is dropped before the pass waits on anything: held
     // through it (by hundreds of passes) it kept superseded copies of objects alive.

@@ -9,7 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     ResourceExt,
     api::PartialObjectMeta,
-    runtime::{reflector::Store, watcher},
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 
 use super::{key_of, queue::Key};
@@ -103,6 +106,16 @@ impl Listed {
     pub fn now(&self) -> bool {
         *self.0.borrow()
     }
+}
+
+/// Whether a watch event bringing `resource` wakes its pass: the cache does not hold it yet, or
+/// holds a copy whose [`relevant_change`] differs. Compared with the copy the event replaces, so
+/// nothing is kept beside the cache (kube-runtime's `predicate_filter` keeps a map with every
+/// object's reference and last hash: about 2 MiB at 10,000 resources).
+pub fn wakes(cache: &Store<CachedEcsInstance>, resource: &CachedEcsInstance) -> bool {
+    cache
+        .get(&ObjectRef::from_obj(resource))
+        .is_none_or(|cached| relevant_change(&cached) != relevant_change(resource))
 }
 
 /// Only changes that matter wake the reconciler: the controller's own status writes do not
