@@ -1379,7 +1379,11 @@ impl<'a> Draft<'a> {
             instance.status.as_str(),
             friendly(input.resend_after)
         );
-        self.progress(Reason::ReleaseOutcomeUnknown, &what, Pace::Transition)
+        // Looked at once already (the pass after the call): a release that landed shows within
+        // seconds, so until the window ends only a slow look is worth a call.
+        let left = input.resend_after - input.now.duration_since(sent_at);
+        let pace = Pace::Until(left.unsigned_abs());
+        self.progress(Reason::ReleaseOutcomeUnknown, &what, pace)
     }
 
     /// Our `DeleteInstance` failed in a way that does not say whether ECS processed it: the

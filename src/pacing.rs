@@ -18,6 +18,10 @@ pub enum Pace {
     Recheck,
     /// Retry with this resource's exponential backoff.
     Backoff(Backoff),
+    /// Nothing is due before this long (a release whose outcome is unknown, until its resend
+    /// window ends): look then, or after the waiting period if that is sooner, but not sooner
+    /// than a transition poll.
+    Until(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,7 @@ pub fn delay(
         }
         Pace::Transition => on_transition_grid(timings.transition, since_epoch),
         Pace::Waiting => timings.waiting,
+        Pace::Until(due) => due.min(timings.waiting).max(timings.transition),
         Pace::Steady => jittered(timings.steady, unit),
     };
     *failures = 0;

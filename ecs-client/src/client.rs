@@ -55,6 +55,15 @@ fn send_within(action: &str) -> Option<Duration> {
     matches!(action, "TagResources" | "UntagResources").then_some(TAG_SEND_WITHIN)
 }
 
+/// A call's turn under the rate limit, taken ahead of the call ([`EcsClient::take_turn`]): the
+/// call then goes at once. A caller that must put something on record just before a call (the
+/// controller's release intent) takes the turn first, so the record is not left waiting for it.
+#[derive(Debug)]
+pub struct Turn {
+    scope: QuotaScope,
+    action: &'static str,
+}
+
 /// Hook for metrics: called once per HTTP attempt.
 pub trait RequestObserver: Send + Sync {
     /// `outcome_code` is `None` on success, else the API code or a failure label
@@ -286,6 +295,7 @@ impl EcsClient {
                         &params,
                         Idempotency::ReadOnly,
                         Instant::now(),
+                        None,
                     )
                     .await?;
                 let response = DescribeInstancesResponse::parse(&answer.body).map_err(|what| {
@@ -358,7 +368,7 @@ impl EcsClient {
             "StopInstance",
             req.params(),
             req.dry_run,
-            Instant::now(),
+            (Instant::now(), None),
         )
         .await
     }
@@ -376,7 +386,7 @@ impl EcsClient {
             "StartInstance",
             params,
             false,
-            Instant::now(),
+            (Instant::now(), None),
         )
         .await
     }
@@ -387,15 +397,39 @@ impl EcsClient {
         creds: &Credentials,
         req: &DeleteInstance,
     ) -> Result<RequestId, EcsError> {
+        self.delete_instance_in(region, creds, req, None).await
+    }
+
+    /// `DeleteInstance` in a turn taken before ([`EcsClient::take_turn`]), if any.
+    pub async fn delete_instance_in(
+        &self,
+        region: &str,
+        creds: &Credentials,
+        req: &DeleteInstance,
+        turn: Option<Turn>,
+    ) -> Result<RequestId, EcsError> {
         self.mutate(
             region,
             creds,
             "DeleteInstance",
             req.params(),
             req.dry_run,
-            Instant::now(),
+            (Instant::now(), turn),
         )
         .await
+    }
+
+    /// Waits for the turn of a call of `action` under the rate limit and takes it.
+    pub async fn take_turn(
+        &self,
+        region: &str,
+        creds: &Credentials,
+        action: &'static str,
+    ) -> Result<Turn, EcsError> {
+        let endpoint = self.inner.transport.endpoint(action, region)?;
+        let scope = quota_scope(&endpoint.base, region, creds);
+        self.inner.limiter.acquire(&scope, action).await;
+        Ok(Turn { scope, action })
     }
 
     /// `TagResources` on one instance (an existing key is overwritten), through the batcher:
@@ -430,7 +464,7 @@ impl EcsClient {
                         "TagResources",
                         params,
                         false,
-                        asked,
+                        (asked, None),
                     )
                     .await
             }
@@ -492,7 +526,7 @@ impl EcsClient {
             "UntagResources",
             req.params(),
             false,
-            Instant::now(),
+            (Instant::now(), None),
         )
         .await
     }
@@ -506,10 +540,18 @@ impl EcsClient {
         action: &str,
         params: Params,
         dry_run: bool,
-        asked: Instant,
+        (asked, turn): (Instant, Option<Turn>),
     ) -> Result<RequestId, EcsError> {
         match self
-            .call(region, creds, action, &params, Idempotency::Mutating, asked)
+            .call(
+                region,
+                creds,
+                action,
+                &params,
+                Idempotency::Mutating,
+                asked,
+                turn,
+            )
             .await
         {
             Ok(answer) => parse_request_id(&answer.body).map_err(|what| {
@@ -525,7 +567,9 @@ impl EcsClient {
     }
 
     /// Rate limit, send, report, and retry what `idempotency` allows. `asked`: when the call
-    /// was asked for (the bound of [`TAG_SEND_WITHIN`] counts from then).
+    /// was asked for (the bound of [`TAG_SEND_WITHIN`] counts from then); `turn`: the first
+    /// attempt's turn under the rate limit, if taken before.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         region: &str,
@@ -534,6 +578,7 @@ impl EcsClient {
         params: &Params,
         idempotency: Idempotency,
         asked: Instant,
+        mut turn: Option<Turn>,
     ) -> Result<Answer, EcsError> {
         let inner = &self.inner;
         let endpoint = inner.transport.endpoint(action, region)?;
@@ -544,7 +589,12 @@ impl EcsClient {
         // The call's budget: one attempt deadline from its first attempt, retries included.
         let mut budget_end: Option<Instant> = None;
         loop {
-            inner.limiter.acquire(&scope, action).await;
+            match turn.take() {
+                Some(taken) if taken.scope == scope && taken.action == action => {}
+                _ => {
+                    inner.limiter.acquire(&scope, action).await;
+                }
+            }
             let started = Instant::now();
             if let Some(limit) = send_within(action)
                 && started.duration_since(asked) > limit

@@ -32,7 +32,7 @@ mod transport;
 
 pub use client::{
     CLAIM_PREFIX, ClientConfig, EcsClient, MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_TAG, RequestObserver,
-    TAG_SEND_WITHIN,
+    TAG_SEND_WITHIN, Turn,
 };
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{EcsError, ErrorClass, ErrorKind};

@@ -645,11 +645,19 @@ impl Cloud for SimCloud {
         self.answer(action, fault, result).await
     }
 
+    /// The simulated cloud has no rate limiter: a turn is always there.
+    type Turn = ();
+
+    async fn take_release_turn(&self, _: &str, _: &Credentials) -> Result<(), EcsError> {
+        Ok(())
+    }
+
     async fn call(
         &self,
         region: &str,
         credentials: &Credentials,
         call: &CloudCall,
+        _turn: Option<()>,
     ) -> Result<RequestId, EcsError> {
         let action = call.action();
         let fault = self.fault();

@@ -294,6 +294,13 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
         let (Ok(resolved), Some(signing)) = (&resolved, &mut signing) else {
             unreachable!("a call is planned only after an observation with credentials")
         };
+        let region = &resource.spec.region_id;
+        // The release's turn first, then its intent, then the call at once (design.md §4).
+        // Without a turn (no endpoint for the region) the call fails the same way.
+        let turn = match &call {
+            CloudCall::Delete(_) => self.cloud.take_release_turn(region, signing).await.ok(),
+            _ => None,
+        };
         // What the plan saw, and before DeleteInstance the intent, on record before the call,
         // and only if the resource is still as this plan saw it: a change in between (Orphan, a
         // new spec, another process's write) makes the write fail with a conflict, nothing is
@@ -325,14 +332,13 @@ impl<C: Cloud, K: Cluster> Shell<C, K> {
                 .map(|at| at.0);
         }
         info!(resource = %ObjectRef::from_obj(resource), action = call.action(), "calling ECS");
-        let region = &resource.spec.region_id;
-        let mut result = self.cloud.call(region, signing, &call).await;
+        let mut result = self.cloud.call(region, signing, &call, turn).await;
         // Refused as expired is a definite refusal: nothing happened, so one more try with
         // renewed credentials cannot make a second release.
         if let Err(error) = &result
             && let Some(fresh) = renewed(resolved, signing, error).await
         {
-            result = self.cloud.call(region, &fresh, &call).await;
+            result = self.cloud.call(region, &fresh, &call, None).await;
         }
         self.remember(resource, &call, &result);
         input.now = self.clock.now();

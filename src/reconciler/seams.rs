@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use ecs_client::{Credentials, EcsClient, EcsError, Instance, RequestId};
+use ecs_client::{Credentials, EcsClient, EcsError, Instance, RequestId, Turn};
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use rand::Rng;
@@ -56,12 +56,26 @@ pub trait Cloud: Send + Sync + 'static {
     /// together, or `None` (design.md §3, adoption in batches).
     fn tag_claim(&self, instance_id: &str) -> Option<String>;
 
-    /// The one call a plan asked for.
+    /// A `DeleteInstance`'s turn under the rate limit, taken before its intent is written.
+    type Turn: Send;
+
+    /// Waits for the next `DeleteInstance`'s turn under the rate limit and takes it, so that
+    /// the intent written just before the call does not sit on record while the call waits: a
+    /// process stopped meanwhile would leave an intent for a call never sent, which the next
+    /// one would have to wait out (design.md §4).
+    fn take_release_turn(
+        &self,
+        region: &str,
+        credentials: &Credentials,
+    ) -> impl Future<Output = Result<Self::Turn, EcsError>> + Send;
+
+    /// The one call a plan asked for, in `turn` if one was taken for it.
     fn call(
         &self,
         region: &str,
         credentials: &Credentials,
         call: &CloudCall,
+        turn: Option<Self::Turn>,
     ) -> impl Future<Output = Result<RequestId, EcsError>> + Send;
 }
 
@@ -79,15 +93,29 @@ impl Cloud for EcsClient {
         EcsClient::tag_claim(self, instance_id)
     }
 
+    type Turn = Turn;
+
+    async fn take_release_turn(
+        &self,
+        region: &str,
+        credentials: &Credentials,
+    ) -> Result<Turn, EcsError> {
+        self.take_turn(region, credentials, "DeleteInstance").await
+    }
+
     async fn call(
         &self,
         region: &str,
         credentials: &Credentials,
         call: &CloudCall,
+        turn: Option<Turn>,
     ) -> Result<RequestId, EcsError> {
         match call {
             CloudCall::Stop(request) => self.stop_instance(region, credentials, request).await,
-            CloudCall::Delete(request) => self.delete_instance(region, credentials, request).await,
+            CloudCall::Delete(request) => {
+                self.delete_instance_in(region, credentials, request, turn)
+                    .await
+            }
             CloudCall::Tag(request) => self.tag_instance(credentials, request).await,
             CloudCall::Untag(request) => self.untag_instance(credentials, request).await,
         }
