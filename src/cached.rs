@@ -21,7 +21,9 @@ use serde::Deserialize;
 
 use crate::{
     decision::{listed, recorded_claim, unseen},
-    resource::{EcsInstance, EcsInstanceSpec, EcsInstanceStatus, ObservedInstance, ObservedWith},
+    resource::{
+        EcsInstance, EcsInstanceSpec, EcsInstanceStatus, ObservedInstance, ObservedWith, TagClaim,
+    },
 };
 
 /// Annotations under this prefix are ours and kept; the others (kubectl's copy of the object,
@@ -162,6 +164,10 @@ static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
             observed_at: Some(at.clone()),
             owned_since: Some(at.clone()),
             tag_requested_at: Some(at),
+            claim: Some(TagClaim {
+                value: "claim-".into(),
+                uid: String::new(),
+            }),
             observed_with: Some(ObservedWith {
                 access_key_id: "LTAI".into(),
                 role_arn: None,

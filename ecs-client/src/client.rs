@@ -32,9 +32,11 @@ pub const MAX_IDS_PER_TAG: usize = 50;
 /// ([`EcsClient::tag_claim`]): tag calls are coming faster than one by one.
 const CLAIM_WHEN_WITHIN: Duration = Duration::from_secs(1);
 
-/// How long a batch of tag requests stays open to more: an adoption happens once, and at tens
-/// of adoptions a second this fills calls of 50 rather than sending one per 20 ms.
-const TAG_BATCH_WINDOW: Duration = Duration::from_millis(500);
+/// How long a batch of tag requests stays open to more (and longer while the rate limiter makes
+/// its call wait): long enough that calls carry tens of instances at a hundred adoptions a
+/// second, short enough not to slow them (each pass waits it out holding its turn). Measured at
+/// 10,000 adoptions: 20 ms gave 637 calls in 86.8 s, 500 ms 352 calls in 129.7 s.
+const TAG_BATCH_WINDOW: Duration = Duration::from_millis(100);
 
 /// The prefix of a claim value (a UID never starts so).
 pub const CLAIM_PREFIX: &str = "claim-";
