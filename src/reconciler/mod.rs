@@ -475,12 +475,17 @@ async fn reconcile(
         .to_resource()
         .map_err(|error| Error::Unavailable(error.to_string()))?;
     drop(cached);
-    // The snapshot of every cached object is dropped before the pass waits on anything: held
-    // through it (by hundreds of passes) it kept superseded copies of objects alive.
-    let mut view = {
+    // The other resources matter only to a pass over a resource holding our finalizer (one
+    // without gets it, or is forgotten): the view costs a look at every cached object, and at a
+    // start with many resources every first pass would pay it for nothing. The snapshot of every
+    // cached object is dropped before the pass waits on anything: held through it (by hundreds
+    // of passes) it kept superseded copies of objects alive.
+    let mut view = if resource.finalizers().iter().any(|f| f == FINALIZER) {
         let cache: Vec<Arc<CachedEcsInstance>> =
             stores.iter().flat_map(|store| store.state()).collect();
         view(&resource, cache.iter().map(Arc::as_ref))
+    } else {
+        View::default()
     };
     view.namespace_policy = ctx.namespace_policy(&resource).await?;
     Ok(match ctx.shell.reconcile(&resource, &view).await? {
