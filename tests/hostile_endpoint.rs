@@ -425,7 +425,7 @@ fn answer_like_ecs(
                 .collect();
             if let Some(missing) = ids
                 .iter()
-                .find(|id| !state.instances.get(*id).is_some_and(|i| !i.deleted))
+                .find(|id| state.instances.get(*id).is_none_or(|i| i.deleted))
             {
                 return not_found(missing);
             }
