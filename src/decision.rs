@@ -295,10 +295,14 @@ pub fn recorded_claim<'s>(
     (Some(claim.uid.as_str()) == uid).then_some(claim.value.as_str())
 }
 
+/// The claim `resource`'s status records for its own UID.
+fn own_claim(resource: &EcsInstance) -> Option<&str> {
+    recorded_claim(resource.status.as_ref(), resource.metadata.uid.as_deref())
+}
+
 /// Whether `resource`'s owner tag value is `value`: its UID, or the claim its status records.
 fn owns_by(resource: &EcsInstance, value: &str) -> bool {
-    Some(value) == resource.metadata.uid.as_deref()
-        || Some(value) == recorded_claim(resource.status.as_ref(), resource.metadata.uid.as_deref())
+    Some(value) == resource.metadata.uid.as_deref() || Some(value) == own_claim(resource)
 }
 
 /// Who owns a listed instance, by the rule of design.md §3.
@@ -440,11 +444,7 @@ fn is_ours(resource: &EcsInstance, instance: &Instance) -> bool {
 pub fn could_share_claim(input: &Input, plan: &Plan) -> bool {
     matches!(plan, Plan::Call(CloudCall::Tag(_), _))
         && input.claim.is_none()
-        && recorded_claim(
-            input.resource.status.as_ref(),
-            input.resource.metadata.uid.as_deref(),
-        )
-        .is_none()
+        && own_claim(input.resource).is_none()
         && matches!(input.observation, Observation::Present(instance)
             if ownership(input, instance) == Ownership::Untagged)
 }
@@ -541,10 +541,10 @@ fn plan_from_observation(input: &Input) -> Plan {
         }
         Ownership::Untagged => {
             // A resource that tagged with a claim keeps to it: that call may still land.
-            let uid = input.resource.uid().unwrap_or_default();
-            let claim = recorded_claim(input.resource.status.as_ref(), Some(&uid))
+            let claim = own_claim(input.resource)
                 .or(input.claim)
                 .map(str::to_string);
+            let uid = input.resource.uid().unwrap_or_default();
             let tags = match &claim {
                 // One tag set for the whole batch: no owner name.
                 Some(claim) => [(OWNER_UID_TAG.to_string(), claim.clone())].into(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::batch::Batcher;
+use crate::batch::{self, Batcher};
 use crate::credentials::Credentials;
 use crate::error::{EcsError, ErrorClass, ErrorKind};
 use crate::model::{
@@ -335,27 +335,32 @@ impl EcsClient {
         creds: &Credentials,
         id: &str,
     ) -> Result<Option<Instance>, EcsError> {
-        let endpoint = self.inner.transport.endpoint("DescribeInstances", region)?;
+        let (key, ready) = self.batch_target("DescribeInstances", region, creds)?;
+        let (client, region, creds) = (self.clone(), region.to_owned(), creds.clone());
+        let fetch = Box::new(move |ids: Vec<String>| {
+            async move { client.describe_instances(&region, &creds, &ids).await }.boxed()
+        });
+        self.inner.describes.join(key, id, fetch, ready).await
+    }
+
+    /// What a batch of `action` is keyed on (requests through the same endpoint, region and
+    /// credentials), and when its call would be admitted at once by the rate limiter.
+    fn batch_target(
+        &self,
+        action: &'static str,
+        region: &str,
+        creds: &Credentials,
+    ) -> Result<(BatchKey, batch::Ready), EcsError> {
+        let endpoint = self.inner.transport.endpoint(action, region)?;
+        let scope = quota_scope(&endpoint.base, region, creds);
         let key = BatchKey {
             endpoint: endpoint.base,
             region: region.to_owned(),
             creds: creds.clone(),
         };
-        let scope = quota_scope(&key.endpoint, region, creds);
-        let (client, region, creds) = (self.clone(), region.to_owned(), creds.clone());
-        let fetch = Box::new(move |ids: Vec<String>| {
-            async move { client.describe_instances(&region, &creds, &ids).await }.boxed()
-        });
         let limited = self.clone();
-        let ready = async move {
-            limited
-                .inner
-                .limiter
-                .wait_for_turn(&scope, "DescribeInstances")
-                .await
-        }
-        .boxed();
-        self.inner.describes.join(key, id, fetch, ready).await
+        let ready = async move { limited.inner.limiter.wait_for_turn(&scope, action).await };
+        Ok((key, ready.boxed()))
     }
 
     pub async fn stop_instance(
@@ -443,15 +448,9 @@ impl EcsClient {
         creds: &Credentials,
         req: &TagInstance,
     ) -> Result<RequestId, EcsError> {
-        let region = req.region_id.as_str();
-        let endpoint = self.inner.transport.endpoint("TagResources", region)?;
-        let scope = quota_scope(&endpoint.base, region, creds);
+        let (target, ready) = self.batch_target("TagResources", &req.region_id, creds)?;
         let key = TagBatchKey {
-            target: BatchKey {
-                endpoint: endpoint.base,
-                region: region.to_owned(),
-                creds: creds.clone(),
-            },
+            target,
             tags: req.tags.clone(),
         };
         let asked = Instant::now();
@@ -472,15 +471,6 @@ impl EcsClient {
             }
             .boxed()
         });
-        let limited = self.clone();
-        let ready = async move {
-            limited
-                .inner
-                .limiter
-                .wait_for_turn(&scope, "TagResources")
-                .await
-        }
-        .boxed();
         self.inner
             .tags
             .join(key, &req.instance_id, fetch, ready)
